@@ -1,0 +1,95 @@
+"""``convert(model, rule, **options)``: any nn.Module, every Linear and Conv2d under one rule."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+from torch import nn
+
+from alignment.layers import Conv2d, FeedbackLayer, Linear
+from alignment.rules import Rule, make_rule
+from alignment.rules.dfa import DirectFeedbackContext
+
+LAYERS: dict[type[nn.Module], type[FeedbackLayer]] = {nn.Linear: Linear, nn.Conv2d: Conv2d}
+"""torch.nn layer type → converted layer type. Converted layers convert again (to another rule)."""
+
+ORDINARY_AUTOGRAD = (
+    nn.modules.batchnorm._NormBase,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.PReLU,
+)
+"""Layers with parameters that stay ordinary autograd on purpose (spec §1), without a warning."""
+
+
+class UnconvertedLayerWarning(UserWarning):
+    """Some layers with weights keep ordinary backprop because no rule layer exists for them."""
+
+
+def _target(module: nn.Module) -> type[FeedbackLayer] | None:
+    if isinstance(module, FeedbackLayer):
+        return type(module)
+    return LAYERS.get(type(module))
+
+
+def _owns_parameters(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters(recurse=False))
+
+
+def _drop_dfa_hooks(model: nn.Module) -> None:
+    for hooks in (model._forward_pre_hooks, model._forward_hooks):
+        for key, hook in list(hooks.items()):
+            if isinstance(getattr(hook, "__self__", None), DirectFeedbackContext):
+                del hooks[key]
+
+
+def convert(model: nn.Module, rule: str | Rule, **options: object) -> nn.Module:
+    """A copy of ``model`` whose Linear and Conv2d layers learn with ``rule``.
+
+    Weights are copied, so outputs are bitwise identical to the original's. A bare ``nn.Linear`` or
+    ``nn.Conv2d`` comes back as the converted layer. Layers with weights that cannot be converted
+    (Conv1d, ConvTranspose2d, Embedding, …) are listed in an :class:`UnconvertedLayerWarning`;
+    normalisation layers stay ordinary autograd silently, as in the paper.
+
+    >>> import torch.nn as nn, alignment
+    >>> net = alignment.convert(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)), "fa")
+    >>> type(net[0]).__name__, net[0].B.shape
+    ('Linear', torch.Size([3, 4]))
+    """
+    rule = make_rule(rule, **options)
+    model = copy.deepcopy(model)
+    rule = rule.bind(model)
+    _drop_dfa_hooks(model)
+    target = _target(model)
+    if target is not None:
+        layer = target.from_module(model, rule)
+        rule.prepare_model(layer, [layer])
+        return layer
+    if not list(model.children()) and _owns_parameters(model):
+        raise TypeError(
+            f"cannot convert {type(model).__name__}: rules exist for nn.Linear and nn.Conv2d "
+            "(and models containing them)"
+        )
+    converted: dict[int, FeedbackLayer] = {}
+    skipped: list[str] = []
+    for name, parent in list(model.named_modules()):
+        if _target(parent) is None and _owns_parameters(parent):
+            if not isinstance(parent, ORDINARY_AUTOGRAD):
+                skipped.append(f"{name or '<root>'} ({type(parent).__name__})")
+        for child_name, child in list(parent.named_children()):
+            target = _target(child)
+            if target is None:
+                continue
+            if id(child) not in converted:
+                converted[id(child)] = target.from_module(child, rule)
+            setattr(parent, child_name, converted[id(child)])
+    if skipped:
+        warnings.warn(
+            f"alignment.convert(rule={rule.name!r}): {len(skipped)} layer(s) with weights keep "
+            f"ordinary backprop because no rule layer exists for them: {', '.join(skipped)}",
+            UnconvertedLayerWarning,
+            stacklevel=2,
+        )
+    rule.prepare_model(model, list(converted.values()))
+    return model

@@ -1,0 +1,95 @@
+"""A Conv2d layer whose backward follows a learning rule (spec §2, "Conv layers")."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from alignment.layers.base import FeedbackLayer
+from alignment.layers.conv_geometry import ConvGeometry
+from alignment.layers.functions import Conv2dFeedback, Conv2dTwoStage
+from alignment.rules.base import Rule, TwoStage
+
+
+class Conv2d(FeedbackLayer, nn.Conv2d):
+    """``nn.Conv2d`` with the backward of ``rule``.
+
+    e_in = conv2d_input(input shape, F, δ) with W's stride/padding/dilation/groups, where F is the
+    rule's feedback kernel; grad_W = conv2d_weight(x, δ). Any stride, padding (numbers, 'same',
+    'valid', any padding_mode), dilation, groups, with or without bias.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        *,
+        rule: Rule | str | None = "bp",
+        device: object = None,
+        dtype: object = None,
+        **options: object,
+    ) -> None:
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            padding_mode,
+            device=device,
+            dtype=dtype,
+        )
+        if rule is not None:
+            from alignment.rules import make_rule
+
+            self.attach_rule(make_rule(rule, **options))
+
+    @property
+    def geometry(self) -> ConvGeometry:
+        """Geometry of the convolution applied after any non-zero padding_mode pad."""
+        padding = self.padding if self.padding_mode == "zeros" else (0, 0)
+        return ConvGeometry(tuple(self.stride), padding, tuple(self.dilation), self.groups)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.padding_mode != "zeros":
+            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+        geometry = self.geometry
+        if not self.training_graph_needed(x):
+            return geometry.forward(x, self.weight, self.bias)
+        feedback = self.rule.feedback(self, x)
+        if isinstance(feedback, TwoStage):
+            y = Conv2dTwoStage.apply(x, self.weight, self.bias, feedback.B, feedback.R, geometry)
+        else:
+            y = Conv2dFeedback.apply(x, self.weight, self.bias, feedback, geometry)
+        self.rule.after_forward(self, x, y)
+        return y
+
+    def product(self, B: Tensor, R: Tensor) -> Tensor:
+        """(B·R)[o,i,kh,kw] = Σ_m B[o,m] R[m,i,kh,kw]."""
+        return torch.einsum("om,mikl->oikl", B, R)
+
+    @staticmethod
+    def constructor_args(module: nn.Module) -> dict:
+        return {
+            "in_channels": module.in_channels,
+            "out_channels": module.out_channels,
+            "kernel_size": module.kernel_size,
+            "stride": module.stride,
+            "padding": module.padding,
+            "dilation": module.dilation,
+            "groups": module.groups,
+            "bias": module.bias is not None,
+            "padding_mode": module.padding_mode,
+            "rule": None,
+        }

@@ -1,0 +1,163 @@
+"""The autograd Functions behind every rule (split form, so torch.func's vmap/jacrev work).
+
+Notation (spec §1): y = x Wᵀ + b, δ = ∂L/∂y, e_in is the error sent to the input.
+
+Every rule updates W with the local rule grad_W = δᵀx and the bias with Σδ; the rules differ
+only in the feedback F used for e_in:
+
+* :class:`LinearFeedback`, :class:`Conv2dFeedback`: e_in = δ F (conv: the transposed convolution
+  with kernel F). F is any tensor of W's shape, built from the rule's tensors by ordinary autograd
+  *outside* the Function. The Function returns grad_F = grad_W, so a learned F = B·R receives
+  grad_R = Bᵀ grad_W by the chain rule (PFA), and a learned F = B receives grad_W (Kolen–Pollack).
+  ``feedback=None`` sends no error at all (DFA injects its own, see :mod:`alignment.rules.dfa`).
+* :class:`LinearTwoStage`, :class:`Conv2dTwoStage`: PFA's explicit feedback neurons: a = δB,
+  e_in = a R, grad_R = aᵀx. Same mathematics as the product path, other contraction order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from alignment.layers.conv_geometry import ConvGeometry, conv_backward
+
+
+def _as_matrix(t: Tensor) -> Tensor:
+    return t.reshape(-1, t.shape[-1])
+
+
+class LinearFeedback(torch.autograd.Function):
+    """y = F.linear(x, W, b); e_in = δF, grad_W = δᵀx, grad_b = Σδ, grad_F = grad_W."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: Tensor, weight: Tensor, bias: Tensor | None, feedback: Tensor | None) -> Tensor:
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        x, _, _, feedback = inputs
+        ctx.save_for_backward(x, feedback)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        x, feedback = ctx.saved_tensors
+        need_x, need_w, need_b, need_f = ctx.needs_input_grad
+        grad_x = grad_w = grad_b = None
+        if need_x and feedback is not None:
+            grad_x = grad_out @ feedback
+        if need_w or need_f:
+            grad_w = _as_matrix(grad_out).mT @ _as_matrix(x)
+        if need_b:
+            grad_b = _as_matrix(grad_out).sum(0)
+        return grad_x, grad_w if need_w else None, grad_b, grad_w if need_f else None
+
+
+class LinearTwoStage(torch.autograd.Function):
+    """PFA with explicit feedback neurons: a = δB, e_in = aR, grad_W = δᵀx, grad_R = aᵀx."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: Tensor, weight: Tensor, bias: Tensor | None, B: Tensor, R: Tensor) -> Tensor:
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        x, _, _, B, R = inputs
+        ctx.save_for_backward(x, B, R)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        x, B, R = ctx.saved_tensors
+        need_x, need_w, need_b, _, need_r = ctx.needs_input_grad
+        delta, x2 = _as_matrix(grad_out), _as_matrix(x)
+        activity = delta @ B if (need_x or need_r) else None
+        grad_x = (activity @ R).reshape(x.shape) if need_x else None
+        grad_w = delta.mT @ x2 if need_w else None
+        grad_b = delta.sum(0) if need_b else None
+        grad_r = activity.mT @ x2 if need_r else None
+        return grad_x, grad_w, grad_b, None, grad_r
+
+
+class Conv2dFeedback(torch.autograd.Function):
+    """y = conv2d(x, W, b); e_in = conv2d_input(F, δ), grad_W = conv2d_weight(x, δ), grad_F = grad_W."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        feedback: Tensor | None,
+        geometry: ConvGeometry,
+    ) -> Tensor:
+        return geometry.forward(x, weight, bias)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        x, weight, _, feedback, geometry = inputs
+        ctx.geometry = geometry
+        ctx.has_feedback = feedback is not None
+        ctx.save_for_backward(x, weight if feedback is None else feedback)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        x, kernel = ctx.saved_tensors
+        need_x, need_w, need_b, need_f, _ = ctx.needs_input_grad
+        grad_x, grad_w, grad_b = conv_backward(
+            grad_out,
+            x,
+            kernel,
+            ctx.geometry,
+            need_input=need_x and ctx.has_feedback,
+            need_weight=need_w or need_f,
+            need_bias=need_b,
+        )
+        return grad_x, grad_w if need_w else None, grad_b, grad_w if need_f else None, None
+
+
+class Conv2dTwoStage(torch.autograd.Function):
+    """PFA conv with explicit feedback neurons.
+
+    a[n,m,h,w] = Σ_o B[o,m] δ[n,o,h,w]; e_in = conv2d_input(R, a); grad_R = conv2d_weight(x, a).
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        B: Tensor,
+        R: Tensor,
+        geometry: ConvGeometry,
+    ) -> Tensor:
+        return geometry.forward(x, weight, bias)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        x, weight, _, B, R, geometry = inputs
+        ctx.geometry = geometry
+        ctx.save_for_backward(x, weight, B, R)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight, B, R = ctx.saved_tensors
+        need_x, need_w, need_b, _, need_r, _ = ctx.needs_input_grad
+        _, grad_w, grad_b = conv_backward(
+            grad_out, x, weight, ctx.geometry, need_input=False, need_weight=need_w, need_bias=need_b
+        )
+        grad_x = grad_r = None
+        if need_x or need_r:
+            activity = torch.einsum("nohw,om->nmhw", grad_out, B)
+            grad_x, grad_r, _ = conv_backward(
+                activity, x, R, ctx.geometry, need_input=need_x, need_weight=need_r, need_bias=False
+            )
+        return grad_x, grad_w, grad_b, None, grad_r, None

@@ -1,0 +1,40 @@
+"""LeNet-5 (LeCun et al. 1998) with ReLU and max pooling."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from alignment.models.init import init_weights
+
+
+def lenet(
+    in_channels: int = 1,
+    num_classes: int = 10,
+    *,
+    input_size: int = 28,
+    init: str = "xavier",
+) -> nn.Sequential:
+    """Classic LeNet-5: conv5x5(6)-pool-conv5x5(16)-pool-fc120-fc84-fc(num_classes).
+
+    The first convolution is padded by 2 for 28x28 inputs (MNIST) so that both MNIST and
+    unpadded 32x32 inputs (CIFAR) reach 16x5x5 features before the classifier.
+    """
+    pad = 2 if input_size == 28 else 0
+    side = ((input_size + 2 * pad - 4) // 2 - 4) // 2
+    if side < 1:
+        raise ValueError(f"input_size {input_size} is too small for LeNet-5")
+    model = nn.Sequential(
+        nn.Conv2d(in_channels, 6, kernel_size=5, padding=pad),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, kernel_size=5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * side * side, 120),
+        nn.ReLU(),
+        nn.Linear(120, 84),
+        nn.ReLU(),
+        nn.Linear(84, num_classes),
+    )
+    return init_weights(model, init)

@@ -1,0 +1,29 @@
+"""Fully connected ReLU network (the paper's MNIST model is 784-512-512-10)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from alignment.models.init import init_weights
+
+
+def mlp(
+    in_features: int = 784,
+    hidden: Sequence[int] = (512, 512),
+    num_classes: int = 10,
+    *,
+    init: str = "xavier",
+) -> nn.Sequential:
+    """Flatten -> (Linear, ReLU) per hidden width -> Linear classifier, biases on.
+
+    Defaults reproduce the MNIST FFN of Li & Benna (PFA.md section 5): 784-512-512-10.
+    """
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = in_features
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        width = h
+    layers.append(nn.Linear(width, num_classes))
+    return init_weights(nn.Sequential(*layers), init)

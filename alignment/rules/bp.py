@@ -1,0 +1,20 @@
+"""Backpropagation: e_in = δ W (the reference every other rule is measured against)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from alignment.rules.base import Rule
+
+
+@dataclass(frozen=True)
+class BP(Rule):
+    """e_in = δ W; grad_W = δᵀ x. Exactly torch autograd (Rumelhart et al. 1986)."""
+
+    name = "bp"
+    equation = "e_in = δ W"
+
+    def feedback(self, layer, x: Tensor | None = None) -> Tensor:
+        return layer.weight.detach()
