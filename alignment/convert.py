@@ -77,8 +77,8 @@ def convert(model: nn.Module, rule: str | Rule, **options: object) -> nn.Module:
         if _target(parent) is None and _owns_parameters(parent):
             if not isinstance(parent, ORDINARY_AUTOGRAD):
                 skipped.append(f"{name or '<root>'} ({type(parent).__name__})")
-        for child_name, child in list(parent.named_children()):
-            target = _target(child)
+        for child_name, child in list(parent._modules.items()):
+            target = None if child is None else _target(child)
             if target is None:
                 continue
             if id(child) not in converted:

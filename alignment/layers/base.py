@@ -1,4 +1,4 @@
-"""What every converted layer shares: its rule, its feedback matrix, and conversion from torch.nn."""
+"""What every converted layer shares: its rule, its feedback matrix, conversion from torch.nn."""
 
 from __future__ import annotations
 

@@ -85,7 +85,7 @@ class LinearTwoStage(torch.autograd.Function):
 
 
 class Conv2dFeedback(torch.autograd.Function):
-    """y = conv2d(x, W, b); e_in = conv2d_input(F, δ), grad_W = conv2d_weight(x, δ), grad_F = grad_W."""
+    """y = conv2d(x, W, b); e_in = conv2d_input(F, δ), grad_W = conv2d_weight(x, δ) = grad_F."""
 
     generate_vmap_rule = True
 
@@ -152,7 +152,13 @@ class Conv2dTwoStage(torch.autograd.Function):
         x, weight, B, R = ctx.saved_tensors
         need_x, need_w, need_b, _, need_r, _ = ctx.needs_input_grad
         _, grad_w, grad_b = conv_backward(
-            grad_out, x, weight, ctx.geometry, need_input=False, need_weight=need_w, need_bias=need_b
+            grad_out,
+            x,
+            weight,
+            ctx.geometry,
+            need_input=False,
+            need_weight=need_w,
+            need_bias=need_b,
         )
         grad_x = grad_r = None
         if need_x or need_r:

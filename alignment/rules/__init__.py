@@ -35,7 +35,9 @@ def make_rule(rule: str | Rule, **options: object) -> Rule:
     unknown = sorted(set(options) - set(cls.option_names()))
     if unknown:
         valid = ", ".join(cls.option_names()) or "none"
-        raise ValueError(f"rule {rule!r} has no option {', '.join(unknown)}; valid options: {valid}")
+        raise ValueError(
+            f"rule {rule!r} has no option {', '.join(unknown)}; valid options: {valid}"
+        )
     return cls(**options)
 
 

@@ -99,7 +99,9 @@ def init_tensor(tensor: Tensor, init: str, gain: float = 1.0) -> Tensor:
         return nn.init.kaiming_uniform_(tensor, nonlinearity="relu").mul_(gain)
 
 
-def new_tensor(layer: FeedbackLayer, shape: tuple[int, ...], init: str, gain: float = 1.0) -> Tensor:
+def new_tensor(
+    layer: FeedbackLayer, shape: tuple[int, ...], init: str, gain: float = 1.0
+) -> Tensor:
     w = layer.weight
     return init_tensor(torch.empty(shape, dtype=w.dtype, device=w.device), init, gain)
 
@@ -124,7 +126,7 @@ def add_mask(layer: FeedbackLayer, name: str, density: float) -> None:
 
 
 def masked(layer: FeedbackLayer, name: str) -> Tensor:
-    """Feedback tensor ``name`` with its sparsity mask re-applied (by autograd, so grads are masked).
+    """Feedback tensor ``name`` with its sparsity mask re-applied (by autograd: grads are masked).
 
     Fixed feedback (a buffer) is detached, so it can never pass a gradient on, even after an
     in-place edit under autograd.

@@ -24,8 +24,16 @@ import torch
 from torch import Tensor, nn
 
 from alignment.layers.conv_geometry import conv_backward
-from alignment.rules.base import INITS, Rule, add_feedback, add_mask, check_choice, check_density
-from alignment.rules.base import masked, new_tensor
+from alignment.rules.base import (
+    INITS,
+    Rule,
+    add_feedback,
+    add_mask,
+    check_choice,
+    check_density,
+    masked,
+    new_tensor,
+)
 
 
 class DirectFeedbackTap(torch.autograd.Function):
@@ -80,7 +88,8 @@ class DirectFeedbackContext:
     def record(self, layer, x: Tensor, y: Tensor) -> None:
         if self.pending is None:
             raise RuntimeError(
-                f"DFA layer {type(layer).__name__} ran outside the forward of the model returned by "
+                f"DFA layer {type(layer).__name__} ran outside the forward of the model returned "
+                "by "
                 "alignment.convert(model, 'dfa'), so no output error can reach it. Call the "
                 "converted model, or run this under torch.no_grad() for evaluation."
             )
@@ -143,7 +152,9 @@ class DFA(Rule):
             raise ValueError("rule 'dfa' needs out_features; alignment.convert infers it")
         w = layer.weight
         shape = (w.shape[1],) if w.dim() == 2 else (layer.in_channels, *w.shape[2:])
-        add_feedback(layer, "D", new_tensor(layer, (self.out_features, *shape), self.init), learned=False)
+        add_feedback(
+            layer, "D", new_tensor(layer, (self.out_features, *shape), self.init), learned=False
+        )
         add_mask(layer, "D", self.density)
 
     def feedback(self, layer, x: Tensor | None = None) -> None:

@@ -6,8 +6,16 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from alignment.rules.base import INITS, Rule, add_feedback, add_mask, check_choice, check_density
-from alignment.rules.base import masked, new_tensor
+from alignment.rules.base import (
+    INITS,
+    Rule,
+    add_feedback,
+    add_mask,
+    check_choice,
+    check_density,
+    masked,
+    new_tensor,
+)
 
 
 @dataclass(frozen=True)
@@ -24,7 +32,9 @@ class FA(Rule):
         check_choice(self.name, "init", self.init, INITS)
 
     def create_feedback(self, layer) -> None:
-        add_feedback(layer, "B", new_tensor(layer, tuple(layer.weight.shape), self.init), learned=False)
+        add_feedback(
+            layer, "B", new_tensor(layer, tuple(layer.weight.shape), self.init), learned=False
+        )
         add_mask(layer, "B", self.density)
 
     def feedback(self, layer, x: Tensor | None = None) -> Tensor:

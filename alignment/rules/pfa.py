@@ -17,8 +17,17 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from alignment.rules.base import INITS, Rule, TwoStage, add_feedback, add_mask, check_choice
-from alignment.rules.base import check_density, masked, new_tensor
+from alignment.rules.base import (
+    INITS,
+    Rule,
+    TwoStage,
+    add_feedback,
+    add_mask,
+    check_choice,
+    check_density,
+    masked,
+    new_tensor,
+)
 
 B_INITS = ("random", "orthogonal", "identity")
 PATHS = ("auto", "product", "two_stage")

@@ -12,8 +12,18 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from alignment.rules.base import INITS, Rule, add_feedback, add_mask, check_choice, check_density
-from alignment.rules.base import init_tensor, masked, new_tensor, xavier_std
+from alignment.rules.base import (
+    INITS,
+    Rule,
+    add_feedback,
+    add_mask,
+    check_choice,
+    check_density,
+    init_tensor,
+    masked,
+    new_tensor,
+    xavier_std,
+)
 
 
 @dataclass(frozen=True)
@@ -53,7 +63,9 @@ class FRSF(Rule):
         check_choice(self.name, "init", self.init, INITS)
 
     def create_feedback(self, layer) -> None:
-        add_feedback(layer, "B", new_tensor(layer, tuple(layer.weight.shape), self.init), learned=False)
+        add_feedback(
+            layer, "B", new_tensor(layer, tuple(layer.weight.shape), self.init), learned=False
+        )
         add_mask(layer, "B", self.density)
 
     def feedback(self, layer, x: Tensor | None = None) -> Tensor:
