@@ -8,8 +8,8 @@ from torch import Tensor, nn
 
 from alignment.layers.base import FeedbackLayer
 from alignment.layers.conv_geometry import ConvGeometry
-from alignment.layers.functions import Conv2dFeedback, Conv2dTwoStage
-from alignment.rules.base import Rule, TwoStage
+from alignment.layers.functions import Conv2dDirect, Conv2dFeedback, Conv2dTwoStage
+from alignment.rules.base import Direct, Rule, TwoStage
 
 
 class Conv2d(FeedbackLayer, nn.Conv2d):
@@ -69,11 +69,12 @@ class Conv2d(FeedbackLayer, nn.Conv2d):
             return geometry.forward(x, self.weight, self.bias)
         feedback = self.rule.feedback(self, x)
         if isinstance(feedback, TwoStage):
-            y = Conv2dTwoStage.apply(x, self.weight, self.bias, feedback.B, feedback.R, geometry)
-        else:
-            y = Conv2dFeedback.apply(x, self.weight, self.bias, feedback, geometry)
-        self.rule.after_forward(self, x, y)
-        return y
+            return Conv2dTwoStage.apply(x, self.weight, self.bias, feedback.B, feedback.R, geometry)
+        if isinstance(feedback, Direct):
+            y, carrier = Conv2dDirect.apply(x, self.weight, self.bias, feedback.D, geometry)
+            feedback.sink(carrier)
+            return y
+        return Conv2dFeedback.apply(x, self.weight, self.bias, feedback, geometry)
 
     def product(self, B: Tensor, R: Tensor) -> Tensor:
         """(B·R)[o,i,kh,kw] = Σ_m B[o,m] R[m,i,kh,kw]."""

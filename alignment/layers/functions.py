@@ -12,6 +12,10 @@ only in the feedback F used for e_in:
   ``feedback=None`` sends no error at all (DFA injects its own, see :mod:`alignment.rules.dfa`).
 * :class:`LinearTwoStage`, :class:`Conv2dTwoStage`: PFA's explicit feedback neurons: a = δB,
   e_in = a R, grad_R = aᵀx. Same mathematics as the product path, other contraction order.
+* :class:`LinearDirect`, :class:`Conv2dDirect`: DFA. Besides y the forward returns a zero
+  *carrier* (batch × C) that the network output consumes (:mod:`alignment.rules.dfa`), so its
+  gradient is e_out; the backward sends e_in = e_out D (conv: D applied to e_out tiled over the
+  output grid), each layer at its own turn, so no more than one injected error is alive at once.
 """
 
 from __future__ import annotations
@@ -167,3 +171,80 @@ class Conv2dTwoStage(torch.autograd.Function):
                 activity, x, R, ctx.geometry, need_input=need_x, need_weight=need_r, need_bias=False
             )
         return grad_x, grad_w, grad_b, None, grad_r, None
+
+
+def _carrier(x: Tensor, D: Tensor, batch_dims: int) -> Tensor:
+    return x.new_zeros(*x.shape[:batch_dims], D.shape[0])
+
+
+def inject_linear(e_out: Tensor, x: Tensor, D: Tensor) -> Tensor:
+    """e_in = e_out D, broadcast over any middle dims of x."""
+    e_in = e_out @ D
+    return e_in.reshape(e_in.shape[:-1] + (1,) * (x.dim() - e_in.dim()) + e_in.shape[-1:]).expand(
+        x.shape
+    )
+
+
+def inject_conv(e_out: Tensor, x: Tensor, D: Tensor, out_hw: tuple, geometry: ConvGeometry):
+    """e_in = conv2d_input(D, e_out tiled over the output grid), with a dense D (groups=1)."""
+    tiled = e_out[..., None, None].expand(*e_out.shape, *out_hw).contiguous()
+    e_in, _, _ = conv_backward(
+        tiled, x, D, geometry, need_input=True, need_weight=False, need_bias=False, groups=1
+    )
+    return e_in
+
+
+class LinearDirect(torch.autograd.Function):
+    """DFA: y = F.linear(x, W, b) and a carrier; e_in = e_out D, grad_W = δᵀx, grad_b = Σδ."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: Tensor, weight: Tensor, bias: Tensor | None, D: Tensor):
+        return F.linear(x, weight, bias), _carrier(x, D, min(x.dim() - 1, 1))
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
+        x, _, _, D = inputs
+        ctx.save_for_backward(x, D)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor, e_out: Tensor) -> tuple[Tensor | None, ...]:
+        x, D = ctx.saved_tensors
+        need_x, need_w, need_b, _ = ctx.needs_input_grad
+        grad_x = inject_linear(e_out, x, D) if need_x else None
+        grad_w = _as_matrix(grad_out).mT @ _as_matrix(x) if need_w else None
+        grad_b = _as_matrix(grad_out).sum(0) if need_b else None
+        return grad_x, grad_w, grad_b, None
+
+
+class Conv2dDirect(torch.autograd.Function):
+    """DFA conv: y = conv2d(x, W, b) and a carrier; e_in = conv2d_input(D, tile(e_out))."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: Tensor, weight: Tensor, bias: Tensor | None, D: Tensor, geometry: ConvGeometry):
+        return geometry.forward(x, weight, bias), _carrier(x, D, 1)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
+        x, weight, _, D, geometry = inputs
+        ctx.geometry, ctx.out_hw = geometry, tuple(output[0].shape[-2:])
+        ctx.save_for_backward(x, weight, D)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor, e_out: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight, D = ctx.saved_tensors
+        need_x, need_w, need_b, _, _ = ctx.needs_input_grad
+        _, grad_w, grad_b = conv_backward(
+            grad_out,
+            x,
+            weight,
+            ctx.geometry,
+            need_input=False,
+            need_weight=need_w,
+            need_bias=need_b,
+        )
+        grad_x = inject_conv(e_out, x, D, ctx.out_hw, ctx.geometry) if need_x else None
+        return grad_x, grad_w, grad_b, None, None

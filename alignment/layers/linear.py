@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from alignment.layers.base import FeedbackLayer
-from alignment.layers.functions import LinearFeedback, LinearTwoStage
-from alignment.rules.base import Rule, TwoStage
+from alignment.layers.functions import LinearDirect, LinearFeedback, LinearTwoStage
+from alignment.rules.base import Direct, Rule, TwoStage
 
 
 class Linear(FeedbackLayer, nn.Linear):
@@ -40,11 +40,12 @@ class Linear(FeedbackLayer, nn.Linear):
             return F.linear(x, self.weight, self.bias)
         feedback = self.rule.feedback(self, x)
         if isinstance(feedback, TwoStage):
-            y = LinearTwoStage.apply(x, self.weight, self.bias, feedback.B, feedback.R)
-        else:
-            y = LinearFeedback.apply(x, self.weight, self.bias, feedback)
-        self.rule.after_forward(self, x, y)
-        return y
+            return LinearTwoStage.apply(x, self.weight, self.bias, feedback.B, feedback.R)
+        if isinstance(feedback, Direct):
+            y, carrier = LinearDirect.apply(x, self.weight, self.bias, feedback.D)
+            feedback.sink(carrier)
+            return y
+        return LinearFeedback.apply(x, self.weight, self.bias, feedback)
 
     def product(self, B: Tensor, R: Tensor) -> Tensor:
         return B @ R

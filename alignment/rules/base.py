@@ -9,6 +9,7 @@ line in :data:`alignment.rules.RULES`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
@@ -28,9 +29,20 @@ class TwoStage(NamedTuple):
     R: Tensor
 
 
-Feedback = Tensor | TwoStage | None
-"""What a backward uses: a tensor F of W's shape (e_in = δF), a :class:`TwoStage` pair, or None
-(the layer sends no error to its input; DFA injects one directly)."""
+class Direct(NamedTuple):
+    """Feedback straight from the network output: e_in = e_out D (DFA).
+
+    The layer's Function returns, besides y, a *carrier* of shape (batch, C) whose gradient is
+    e_out; ``sink`` hands the carrier to whoever connects it to the network output.
+    """
+
+    D: Tensor
+    sink: Callable[[Tensor], None]
+
+
+Feedback = Tensor | TwoStage | Direct | None
+"""What a backward uses: a tensor F of W's shape (e_in = δF), a :class:`TwoStage` pair, a
+:class:`Direct` projection of the output error, or None (the layer sends no error to its input)."""
 
 
 @dataclass(frozen=True)
@@ -63,9 +75,6 @@ class Rule:
         if isinstance(feedback, TwoStage):
             feedback = layer.product(feedback.B, feedback.R)
         return feedback.detach()
-
-    def after_forward(self, layer: FeedbackLayer, x: Tensor, y: Tensor) -> None:
-        """Called after each forward of a converted layer (DFA records its injection points)."""
 
     def prepare_model(self, model: nn.Module, layers: list[FeedbackLayer]) -> None:
         """Called once by :func:`alignment.convert` on the converted root module."""

@@ -6,12 +6,14 @@ layer's stride/padding/dilation and a dense D, groups=1). Each layer still updat
 δ, which arrives by ordinary autograd (through the nonlinearity, BatchNorm and residual additions)
 from the error injected at the next layer's input.
 
-How e_out reaches the layers: inside the converted model's forward, every DFA layer records its
-input. When the forward ends, the model output passes through one identity autograd Function,
-:class:`DirectFeedbackTap`, that takes those inputs too. Its backward receives e_out and returns
-e_out D as the gradient of each layer input, while the layers themselves return none. Everything
-stays inside autograd: no module backward hooks, no state between forward and backward, so two
-forwards before one backward each use their own error, and torch.func transforms work.
+How e_out reaches the layers: inside the converted model's forward, every DFA layer returns, next
+to y, a zero *carrier* (batch × C) that this module collects. When the model's forward ends, its
+output passes through one identity autograd Function, :class:`DirectFeedbackTap`, that also takes
+the carriers; its backward hands e_out to each of them, so every layer's own backward
+(:class:`alignment.layers.functions.LinearDirect`, ``Conv2dDirect``) computes e_out·D when its
+turn comes. Everything stays inside autograd: no module backward hooks and no state between
+forward and backward, so two forwards before one backward each use their own error, and
+torch.func transforms work.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from alignment.layers.conv_geometry import conv_backward
 from alignment.rules.base import (
     INITS,
+    Direct,
     Rule,
     add_feedback,
     add_mask,
@@ -37,86 +39,59 @@ from alignment.rules.base import (
 
 
 class DirectFeedbackTap(torch.autograd.Function):
-    """Identity on the logits; backward sends e_out·D_l to every recorded layer input x_l."""
+    """Identity on the logits; its backward gives e_out to every DFA layer's carrier."""
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(logits: Tensor, geometries: tuple, *inputs_and_feedback: Tensor) -> Tensor:
+    def forward(logits: Tensor, *carriers: Tensor) -> Tensor:
         return logits.clone()
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
-        _, geometries, *tensors = inputs
-        ctx.geometries = geometries
-        ctx.save_for_backward(*tensors)
+        pass
 
     @staticmethod
-    def backward(ctx: Any, e_out: Tensor) -> tuple[Tensor | None, ...]:
-        tensors = ctx.saved_tensors
-        n = len(ctx.geometries)
-        xs, feedbacks = tensors[:n], tensors[n:]
-        needs = ctx.needs_input_grad[2 : 2 + n]
-        grads = [
-            _inject(e_out, x, D, geometry) if need else None
-            for x, D, geometry, need in zip(xs, feedbacks, ctx.geometries, needs, strict=True)
-        ]
-        return (e_out, None, *grads, *([None] * n))
-
-
-def _inject(e_out: Tensor, x: Tensor, D: Tensor, geometry) -> Tensor:
-    if geometry is None:  # linear: e_in = e_out D, broadcast over any middle dims of x
-        e_in = e_out @ D
-        return e_in.reshape(e_in.shape[:1] + (1,) * (x.dim() - 2) + e_in.shape[-1:]).expand(x.shape)
-    geometry, out_hw = geometry
-    tiled = e_out[..., None, None].expand(*e_out.shape, *out_hw).contiguous()
-    e_in, _, _ = conv_backward(
-        tiled, x, D, geometry, need_input=True, need_weight=False, need_bias=False, groups=1
-    )
-    return e_in
+    def backward(ctx: Any, e_out: Tensor) -> tuple[Tensor, ...]:
+        return (e_out,) * len(ctx.needs_input_grad)
 
 
 class DirectFeedbackContext:
-    """Collects the injection points (layer inputs) of one forward of a DFA model."""
+    """Collects the carriers of one forward of a DFA model and connects them to its output."""
 
     def __init__(self) -> None:
-        self.pending: list | None = None
+        self.pending: list[tuple[str, Tensor]] | None = None
 
     def begin(self, module: nn.Module, args: tuple) -> None:
         self.pending = []
 
-    def record(self, layer, x: Tensor, y: Tensor) -> None:
+    def sink(self, layer: nn.Module):
         if self.pending is None:
             raise RuntimeError(
                 f"DFA layer {type(layer).__name__} ran outside the forward of the model returned "
-                "by "
-                "alignment.convert(model, 'dfa'), so no output error can reach it. Call the "
+                "by alignment.convert(model, 'dfa'), so no output error can reach it. Call the "
                 "converted model, or run this under torch.no_grad() for evaluation."
             )
-        if x.requires_grad:
-            geometry = (layer.geometry, tuple(y.shape[-2:])) if y.dim() == 4 else None
-            self.pending.append((layer, x, geometry))
+        pending = self.pending
+        return lambda carrier: pending.append((type(layer).__name__, carrier))
 
     def finish(self, module: nn.Module, args: tuple, output: object) -> object:
         pending, self.pending = self.pending, None
-        if not pending or not torch.is_grad_enabled():
+        if not pending:
             return output
         if not isinstance(output, Tensor) or output.dim() != 2:
             raise TypeError(
                 "DFA needs the converted model to return one tensor of logits (batch × C); got "
                 f"{type(output).__name__}{tuple(getattr(output, 'shape', ()))}"
             )
-        feedbacks = [layer.feedback_matrix() for layer, _, _ in pending]
-        for (layer, _, _), D in zip(pending, feedbacks, strict=True):
-            if D.shape[0] != output.shape[-1]:
+        for name, carrier in pending:
+            if carrier.shape[-1] != output.shape[-1]:
                 raise ValueError(
-                    f"DFA feedback D of {type(layer).__name__} has {D.shape[0]} rows but the model "
+                    f"DFA feedback D of a {name} layer has {carrier.shape[-1]} rows but the model "
                     f"outputs {output.shape[-1]} units; pass out_features={output.shape[-1]} to "
                     "alignment.convert"
                 )
-        geometries = tuple(g for _, _, g in pending)
-        xs = [x for _, x, _ in pending]
-        return DirectFeedbackTap.apply(output, geometries, *xs, *feedbacks)
+        return DirectFeedbackTap.apply(output, *(carrier for _, carrier in pending))
 
 
 @dataclass(frozen=True)
@@ -157,20 +132,20 @@ class DFA(Rule):
         )
         add_mask(layer, "D", self.density)
 
-    def feedback(self, layer, x: Tensor | None = None) -> None:
-        return None
-
-    def feedback_matrix(self, layer) -> Tensor:
-        return masked(layer, "D").detach()
-
-    def after_forward(self, layer, x: Tensor, y: Tensor) -> None:
+    def feedback(self, layer, x: Tensor | None = None) -> Direct | None:
+        """A Direct projection when the layer's input needs an error, else no input error."""
         context = getattr(layer, "dfa_context", None)
         if context is None:
             raise RuntimeError(
                 "a DFA layer must be part of a model converted with alignment.convert(model, "
                 "'dfa'), which routes the network's output error to it"
             )
-        context.record(layer, x, y)
+        if x is None or not x.requires_grad:
+            return None
+        return Direct(masked(layer, "D"), context.sink(layer))
+
+    def feedback_matrix(self, layer) -> Tensor:
+        return masked(layer, "D").detach()
 
     def prepare_model(self, model: nn.Module, layers: list) -> None:
         context = DirectFeedbackContext()
