@@ -44,9 +44,9 @@ class USF(Rule):
 
     def feedback(self, layer, x: Tensor | None = None) -> Tensor:
         w = layer.weight.detach()
-        feedback = torch.sign(w) * xavier_std(w)
+        feedback = torch.sign(w).mul_(xavier_std(w))
         mask = getattr(layer, "feedback_mask", None)
-        return feedback if mask is None else feedback * mask
+        return feedback if mask is None else feedback.mul_(mask)
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class FRSF(Rule):
         add_mask(layer, "B", self.density)
 
     def feedback(self, layer, x: Tensor | None = None) -> Tensor:
-        return masked(layer, "B").abs() * torch.sign(layer.weight.detach())
+        return torch.sign(layer.weight.detach()).mul_(masked(layer, "B").abs())
 
 
 @dataclass(frozen=True)
