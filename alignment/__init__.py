@@ -12,6 +12,7 @@ Public API, re-exported one by one:
 from alignment import models
 from alignment.convert import UnconvertedLayerWarning, convert
 from alignment.layers import Conv2d, FeedbackLayer, Linear
+from alignment.recording import Recorder, open_run, open_runs, schedules
 from alignment.rules import RULES, Rule, make_rule
 
 __version__ = "0.1.0"
@@ -21,10 +22,14 @@ __all__ = [
     "Conv2d",
     "FeedbackLayer",
     "Linear",
+    "Recorder",
     "Rule",
     "UnconvertedLayerWarning",
     "__version__",
     "convert",
     "make_rule",
     "models",
+    "open_run",
+    "open_runs",
+    "schedules",
 ]

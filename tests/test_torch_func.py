@@ -83,3 +83,17 @@ def test_vmap_per_sample_gradients_follow_the_rule() -> None:
         one = grad(loss)(params, xs[i])
         for name in params:
             torch.testing.assert_close(per_sample[name][i], one[name], rtol=1e-12, atol=1e-12)
+
+
+def test_brsf_runs_under_grad_and_vmap_with_shared_randomness() -> None:
+    """brSF draws new magnitudes every forward: under vmap ask for randomness='same'."""
+    net = alignment.convert(mlp(), "brsf")
+    params = {k: v.detach() for k, v in net.named_parameters()}
+    xs = torch.randn(3, 5, dtype=torch.float64)
+
+    def loss(p: dict, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(net, p, (x[None],)).square().sum()
+
+    assert grad(loss)(params, xs[0])["0.weight"].shape == (4, 5)
+    per_sample = vmap(grad(loss), in_dims=(None, 0), randomness="same")(params, xs)
+    assert per_sample["0.weight"].shape == (3, 4, 5)

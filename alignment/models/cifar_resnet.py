@@ -54,20 +54,19 @@ class CifarResNet(nn.Module):
         super().__init__()
         self.conv1 = _conv3x3(3, 16)
         self.bn1 = nn.BatchNorm2d(16)
-        blocks: list[nn.Module] = []
         in_planes = 16
         for i, planes in enumerate((16, 32, 64)):
+            blocks = []
             for j in range(n):
-                stride = 2 if i > 0 and j == 0 else 1
-                blocks.append(BasicBlock(in_planes, planes, stride))
+                blocks.append(BasicBlock(in_planes, planes, 2 if i > 0 and j == 0 else 1))
                 in_planes = planes
-        self.layers = nn.Sequential(*blocks)
+            self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(64, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
-        out = self.pool(self.layers(out))
+        out = self.pool(self.layer3(self.layer2(self.layer1(out))))
         return self.fc(torch.flatten(out, 1))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from torch import nn
 
 from alignment.models.init import init_weights
@@ -24,17 +26,19 @@ def lenet(
     if side < 1:
         raise ValueError(f"input_size {input_size} is too small for LeNet-5")
     model = nn.Sequential(
-        nn.Conv2d(in_channels, 6, kernel_size=5, padding=pad),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, kernel_size=5),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(16 * side * side, 120),
-        nn.ReLU(),
-        nn.Linear(120, 84),
-        nn.ReLU(),
-        nn.Linear(84, num_classes),
+        OrderedDict(
+            conv1=nn.Conv2d(in_channels, 6, kernel_size=5, padding=pad),
+            relu1=nn.ReLU(),
+            pool1=nn.MaxPool2d(2),
+            conv2=nn.Conv2d(6, 16, kernel_size=5),
+            relu2=nn.ReLU(),
+            pool2=nn.MaxPool2d(2),
+            flatten=nn.Flatten(),
+            fc1=nn.Linear(16 * side * side, 120),
+            relu3=nn.ReLU(),
+            fc2=nn.Linear(120, 84),
+            relu4=nn.ReLU(),
+            fc3=nn.Linear(84, num_classes),
+        )
     )
     return init_weights(model, init)

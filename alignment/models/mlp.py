@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from torch import nn
@@ -20,10 +21,10 @@ def mlp(
 
     Defaults reproduce the MNIST FFN of Li & Benna (PFA.md section 5): 784-512-512-10.
     """
-    layers: list[nn.Module] = [nn.Flatten()]
+    layers: dict[str, nn.Module] = {"flatten": nn.Flatten()}
     width = in_features
-    for h in hidden:
-        layers += [nn.Linear(width, h), nn.ReLU()]
+    for i, h in enumerate(hidden, start=1):
+        layers[f"fc{i}"], layers[f"relu{i}"] = nn.Linear(width, h), nn.ReLU()
         width = h
-    layers.append(nn.Linear(width, num_classes))
-    return init_weights(nn.Sequential(*layers), init)
+    layers[f"fc{len(hidden) + 1}"] = nn.Linear(width, num_classes)
+    return init_weights(nn.Sequential(OrderedDict(layers)), init)

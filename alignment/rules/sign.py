@@ -84,6 +84,6 @@ class BRSF(FRSF):
     equation = "e_in = δ (|B_t|∘sign W), B_t new each batch"
 
     def feedback(self, layer, x: Tensor | None = None) -> Tensor:
-        if x is not None:
-            init_tensor(layer.B, self.init)
+        if x is not None:  # a fresh tensor, not an in-place redraw, so torch.func can trace it
+            layer.B = init_tensor(torch.empty_like(layer.B), self.init)
         return super().feedback(layer, x)

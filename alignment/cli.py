@@ -1,0 +1,114 @@
+"""The ``alignment`` command line: train, resume, info, configs (``alignment --help``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from alignment.config import ConfigError, bundled_configs, load_config
+
+
+def _train(args: argparse.Namespace) -> int:
+    from alignment.training import train
+
+    config = load_config(args.config, args.set)
+    out = Path(args.out) if args.out else Path("out") / config.name
+    results = train(config, out, seeds=args.seeds, device=args.device, quiet=args.quiet)
+    for result in results:
+        _print_info(result.run_dir)
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from alignment.training import resume
+
+    result = resume(Path(args.run_dir), device=args.device, quiet=args.quiet)
+    _print_info(result.run_dir)
+    return 0
+
+
+def _run_dirs(path: Path) -> list[Path]:
+    if (path / "config.yaml").exists():
+        return [path]
+    found = sorted(p.parent for p in path.rglob("config.yaml"))
+    if not found:
+        raise FileNotFoundError(f"no run directories (with config.yaml) under {path}")
+    return found
+
+
+def _print_info(run_dir: Path) -> None:
+    from alignment.recording import open_run
+    from alignment.summary import summarize
+
+    print(summarize(open_run(run_dir), title=f"== {run_dir}"))
+
+
+def _info(args: argparse.Namespace) -> int:
+    for run_dir in _run_dirs(Path(args.run_dir)):
+        _print_info(run_dir)
+    return 0
+
+
+def _configs(args: argparse.Namespace) -> int:
+    for name, path in bundled_configs().items():
+        first = path.read_text().splitlines()[0].lstrip("# ").strip()
+        print(f"{name:<32} {first}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="alignment",
+        description="Learning rules without weight symmetry: train, record and inspect runs.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a config (a YAML file or a bundled name)")
+    train.add_argument("config", help="YAML file, or a bundled config name (alignment configs)")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set optim.lr=0.1 (repeatable)",
+    )
+    train.add_argument(
+        "--out", help="output directory (default out/<config name>); runs go to OUT/seed<N>"
+    )
+    train.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the config's)")
+    train.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the config's")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(func=_train)
+
+    resume = sub.add_parser("resume", help="continue an interrupted run from its checkpoint")
+    resume.add_argument("run_dir")
+    resume.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    resume.add_argument("--quiet", action="store_true")
+    resume.set_defaults(func=_resume)
+
+    info = sub.add_parser("info", help="summary table of a run (or of every run below a folder)")
+    info.add_argument("run_dir")
+    info.set_defaults(func=_info)
+
+    configs = sub.add_parser("configs", help="list the bundled configs")
+    configs.set_defaults(func=_configs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError) as error:
+        print(f"alignment: error: {error}", file=sys.stderr)
+        return 2
+    except RuntimeError as error:
+        if type(error).__name__ not in ("DivergenceError",):
+            raise
+        print(f"alignment: error: {error}", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

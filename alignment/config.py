@@ -1,0 +1,319 @@
+"""Experiment configs: small YAML files parsed (safe loader) into typed, validated dataclasses.
+
+An unknown key, a wrong type or an impossible value stops with a :class:`ConfigError` whose message
+names the key, the allowed keys or values, and the file. ``--set a.b=value`` overrides any field
+(the value is parsed as YAML, so ``--set optim.lr=0.1`` gives a float).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from alignment.rules import make_rule
+
+
+class ConfigError(ValueError):
+    """An invalid experiment config; the message names the key, the valid choices and the file."""
+
+
+@dataclass
+class ModelConfig:
+    """The network: a name from :data:`alignment.models.MODELS` and its weight init."""
+
+    name: str = "mlp"
+    init: str = "xavier"
+
+
+@dataclass
+class DataConfig:
+    """Dataset, batching and where the files live (see :func:`alignment.data.load_dataset`)."""
+
+    name: str = "mnist5k"
+    root: str | None = None
+    download: bool = False
+    batch_size: int = 64
+    eval_batch_size: int = 1000
+    eval_split: str | None = None
+    split_seed: int = 0
+    verify_checksums: bool = True
+    num_workers: int = 0
+
+
+@dataclass
+class OptimConfig:
+    """SGD with momentum and coupled L2 (the paper's), or Adam / AdamW."""
+
+    name: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    nesterov: bool = False
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+
+
+@dataclass
+class LRScheduleConfig:
+    """Learning rate per epoch: ``multistep`` (lr·gamma^#{milestones ≤ epoch}), ``cosine`` or
+    ``constant``."""
+
+    name: str = "multistep"
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+
+
+@dataclass
+class WeightDecayScheduleConfig:
+    """The paper's weight-decay burst: the configured weight decay applies during the first
+    ``burst_epochs`` epochs (paper: 1, i.e. epoch 0 only), or the first ``burst_steps`` steps if
+    given, and weight_decay × gamma afterwards. gamma = 1 means constant weight decay."""
+
+    gamma: float = 1.0
+    burst_epochs: int = 1
+    burst_steps: int | None = None
+
+
+@dataclass
+class RecordConfig:
+    """What the recorder writes: scalar quantities every ``every`` steps (plus every epoch start),
+    Jacobians on ``jacobian`` (``epoch`` or ``never`` or a step interval), raw tensors of
+    ``raw_layers`` at epoch starts."""
+
+    every: int = 50
+    jacobian: str | int = "epoch"
+    probe_size: int = 16
+    raw_layers: list[str] = field(default_factory=list)
+    flush_every: int = 10
+
+
+@dataclass
+class Config:
+    """One experiment: model × rule × data × optimiser × schedules, over one or more seeds."""
+
+    name: str = "experiment"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    rule: dict[str, Any] = field(default_factory=lambda: {"name": "bp"})
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    lr_schedule: LRScheduleConfig = field(default_factory=LRScheduleConfig)
+    wd_schedule: WeightDecayScheduleConfig = field(default_factory=WeightDecayScheduleConfig)
+    record: RecordConfig = field(default_factory=RecordConfig)
+    epochs: int = 1
+    seeds: list[int] = field(default_factory=lambda: [0])
+    device: str = "auto"
+    checkpoint_every: int = 0
+    max_steps_per_epoch: int | None = None
+
+    @property
+    def rule_name(self) -> str:
+        return self.rule["name"]
+
+    @property
+    def rule_options(self) -> dict[str, Any]:
+        return {k: v for k, v in self.rule.items() if k != "name"}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+CHOICES: dict[str, tuple] = {
+    "model.name": ("mlp", "lenet", "resnet20", "resnet32", "resnet56", "resnet18"),
+    "model.init": ("xavier", "kaiming"),
+    "data.name": ("mnist5k", "digits", "mnist", "fashion_mnist", "cifar10", "imagenet"),
+    "data.eval_split": (None, "val", "test"),
+    "optim.name": ("sgd", "adam", "adamw"),
+    "lr_schedule.name": ("multistep", "cosine", "constant"),
+    "device": ("auto", "cpu", "cuda"),
+}
+POSITIVE = (
+    "epochs",
+    "data.batch_size",
+    "data.eval_batch_size",
+    "record.every",
+    "record.probe_size",
+    "record.flush_every",
+    "optim.lr",
+)
+NON_NEGATIVE = (
+    "optim.momentum",
+    "optim.weight_decay",
+    "checkpoint_every",
+    "data.num_workers",
+    "wd_schedule.gamma",
+    "wd_schedule.burst_epochs",
+    "lr_schedule.gamma",
+)
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        return any(_type_ok(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is Any:
+        return True
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def _build(cls: type, data: Any, prefix: str, source: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'the config'} must be a mapping")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [key for key in data if key not in names]
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key {prefix}{unknown[0]!r}; allowed keys under "
+            f"{prefix.rstrip('.') or 'the top level'}: {', '.join(names)}"
+        )
+    values = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, value, f"{prefix}{name}.", source)
+            continue
+        if not _type_ok(value, hint):
+            raise ConfigError(
+                f"{source}: {prefix}{name} must be {_type_name(hint)}, got {value!r} "
+                f"({type(value).__name__})"
+            )
+        values[name] = float(value) if hint is float else value
+    return cls(**values)
+
+
+def _get(config: Config, dotted: str) -> Any:
+    value: Any = config
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _check_values(config: Config, source: str) -> None:
+    for key, choices in CHOICES.items():
+        value = _get(config, key)
+        if value not in choices:
+            valid = ", ".join(repr(c) for c in choices)
+            raise ConfigError(f"{source}: {key}={value!r} is invalid; valid values: {valid}")
+    for key in POSITIVE:
+        if _get(config, key) <= 0:
+            raise ConfigError(f"{source}: {key} must be > 0, got {_get(config, key)!r}")
+    for key in NON_NEGATIVE:
+        if _get(config, key) < 0:
+            raise ConfigError(f"{source}: {key} must be ≥ 0, got {_get(config, key)!r}")
+    if "name" not in config.rule:
+        raise ConfigError(f"{source}: rule needs a name, e.g. rule: {{name: pfa, k: 10}}")
+    try:
+        make_rule(config.rule_name, **config.rule_options)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"{source}: rule: {error}") from None
+    jacobian = config.record.jacobian
+    if isinstance(jacobian, str) and jacobian not in ("epoch", "never"):
+        raise ConfigError(f"{source}: record.jacobian must be 'epoch', 'never' or a step interval")
+    if not config.seeds:
+        raise ConfigError(f"{source}: seeds must list at least one seed")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"optim.lr=0.1"`` → ``("optim.lr", 0.1)`` (the value is parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key=value, e.g. --set optim.lr=0.1")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set dotted keys in a raw config mapping (before validation)."""
+    for text in overrides:
+        key, value = parse_override(text)
+        target = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = target.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {text!r}: {part!r} is not a section")
+            target = node
+        target[leaf] = value
+    return data
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
+    """A validated :class:`Config` from a raw mapping (``source`` names the file in errors)."""
+    config = _build(Config, data, "", source)
+    _check_values(config, source)
+    return config
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (safe loader), apply ``--set`` overrides, validate."""
+    path = Path(path)
+    if not path.exists():
+        bundled = bundled_configs().get(str(path).removesuffix(".yaml"))
+        if bundled is None:
+            raise ConfigError(
+                f"config file {str(path)!r} not found (bundled configs: `alignment configs`)"
+            )
+        path = bundled
+    data = _read_yaml(path)
+    return config_from_dict(apply_overrides(data, overrides or []), str(path))
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config mapping; ``base: other`` (a file beside this one) is read first and deep-merged."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of keys to values")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    base_path = (path.parent / base).with_suffix(".yaml")
+    if not base_path.exists() or base_path in seen:
+        raise ConfigError(f"{path}: base {base!r} not found next to it (or circular)")
+    return _merge(_read_yaml(base_path, (*seen, path)), data)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "rule":
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+def bundled_configs() -> dict[str, Path]:
+    """Bundled configs by name (``paper/mnist_pfa``, ``demo/pfa``, …)."""
+    return {
+        str(p.relative_to(CONFIG_DIR).with_suffix("")): p
+        for p in sorted(CONFIG_DIR.rglob("*.yaml"))
+    }

@@ -1,0 +1,29 @@
+"""Instrumentation: record alignment quantities of a converted model inside any training loop.
+
+* :class:`Recorder`: ``rec.step(x, y)`` once per training step (before its forward), ``close()``;
+* :mod:`schedules`: ``every(n)``, ``log_spaced(...)``, ``epoch_end(steps_per_epoch)``, ``never``,
+  ``always``, composable with ``|``;
+* :func:`open_run`, :func:`open_raw`, :func:`open_runs`, :func:`combine_runs`, :func:`to_netcdf`:
+  read records;
+* :mod:`schema`: the variables, their dims and attrs, and :func:`validate`.
+"""
+
+from __future__ import annotations
+
+from alignment.recording import schedules, schema
+from alignment.recording.open import combine_runs, open_raw, open_run, open_runs, to_netcdf
+from alignment.recording.recorder import Recorder
+from alignment.recording.schema import SchemaError, validate
+
+__all__ = [
+    "Recorder",
+    "SchemaError",
+    "combine_runs",
+    "open_raw",
+    "open_run",
+    "open_runs",
+    "schedules",
+    "schema",
+    "to_netcdf",
+    "validate",
+]

@@ -1,0 +1,38 @@
+"""The recorded quantities, one small module per family (names as in the schema).
+
+* :mod:`.network`: loss, train_accuracy, lr, weight_decay (+ test/val scalars from the loop);
+* :mod:`.feedback_alignment`: feedback_alignment, feedback_norm_ratio;
+* :mod:`.gradients`: grad_alignment, grad_norm, grad_bp_norm;
+* :mod:`.delta_alignment`: delta_alignment;
+* :mod:`.feedback_residual`: feedback_residual, feedback_residual_rel (PFA, KP);
+* :mod:`.jacobians`: jacobian_alignment, jacobian_sv_true, jacobian_sv_fb (Jacobian schedule);
+* :mod:`.bbt_eigenvalues`: bbt_eigenvalues (once per run, PFA);
+* :mod:`.raw`: raw tensors of opted-in layers (raw schedule).
+"""
+
+from __future__ import annotations
+
+from alignment.recording.quantities import (
+    bbt_eigenvalues,
+    delta_alignment,
+    feedback_alignment,
+    feedback_residual,
+    gradients,
+    jacobians,
+    network,
+    raw,
+)
+from alignment.recording.quantities.common import Quantity
+
+QUANTITIES: tuple[Quantity, ...] = (
+    network.QUANTITY,
+    feedback_alignment.QUANTITY,
+    gradients.QUANTITY,
+    delta_alignment.QUANTITY,
+    feedback_residual.QUANTITY,
+    jacobians.QUANTITY,
+    bbt_eigenvalues.QUANTITY,
+)
+"""Every quantity, in the order the recorder computes them (``when`` says on which schedule)."""
+
+__all__ = ["QUANTITIES", "Quantity", "raw"]

@@ -1,0 +1,291 @@
+"""The schema of a recorded run: dimension names, variables, their units, and a validator.
+
+Every Dataset the recorder writes, every Dataset an analysis or a figure reads, and the synthetic
+Datasets of the tests pass :func:`validate`. Dims are singular snake_case names; ``epoch`` is a
+coordinate on ``step``; every data variable carries ``long_name``, ``units`` and ``description``.
+Quantities recorded on a sparser schedule (Jacobians) are NaN at the other steps.
+
+Raw tensors (opt-in per layer) live on their own dim ``raw_step`` (coordinate ``raw_epoch``), one
+variable per layer named ``<quantity>__<layer>`` (:data:`RAW_QUANTITIES`), with that layer's own
+dims: ``<layer>__out``, ``<layer>__in``, ``<layer>__kh``, ``<layer>__kw`` for weight-shaped tensors,
+``sample``, ``logit`` and ``<layer>__out`` (conv: plus ``<layer>__height``, ``<layer>__width``) for
+Jacobians; each raw variable carries a ``layer`` attribute.
+
+Datasets that combine runs (:func:`alignment.open_runs`) list the dims they added in front of every
+variable's dims in the JSON attr ``run_dims`` (e.g. ``["rule", "seed"]``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+
+DEG = "deg"
+
+
+@dataclass(frozen=True)
+class Variable:
+    dims: tuple[str, ...]
+    long_name: str
+    units: str
+    description: str
+
+    @property
+    def attrs(self) -> dict[str, str]:
+        return {"long_name": self.long_name, "units": self.units, "description": self.description}
+
+
+STEP, LAYER = ("step",), ("step", "layer")
+
+VARIABLES: dict[str, Variable] = {
+    # network level
+    "loss": Variable(STEP, "training loss", "nat", "Loss of the recorded training batch."),
+    "train_accuracy": Variable(STEP, "train accuracy", "1", "Fraction correct, training batch."),
+    "test_accuracy": Variable(STEP, "test accuracy", "1", "Fraction correct on the test set."),
+    "test_loss": Variable(STEP, "test loss", "nat", "Loss on the test set."),
+    "val_accuracy": Variable(STEP, "validation accuracy", "1", "Fraction correct, validation."),
+    "val_loss": Variable(STEP, "validation loss", "nat", "Loss on the validation set."),
+    "lr": Variable(STEP, "learning rate", "1", "Learning rate of the first parameter group."),
+    "weight_decay": Variable(STEP, "weight decay", "1", "Coupled L2 coefficient (first group)."),
+    # per layer
+    "feedback_alignment": Variable(
+        LAYER,
+        "feedback alignment",
+        DEG,
+        "angle(feedback_matrix(), W): weight alignment (FA, sign symmetry, KP), path alignment "
+        "angle(B·R, W) (PFA); 0 for BP. DFA: angle between the feedback map from e_out to the "
+        "layer input and the true logits-to-layer-input Jacobian averaged over the probe batch.",
+    ),
+    "feedback_norm_ratio": Variable(
+        LAYER, "feedback norm ratio", "1", "‖feedback‖/‖W‖ (DFA: ‖feedback map‖/‖mean Jacobian‖)."
+    ),
+    "grad_alignment": Variable(
+        LAYER,
+        "gradient alignment",
+        DEG,
+        "angle between the rule's update for W and the true BP gradient of the same loss, at the "
+        "same weights, on the same batch.",
+    ),
+    "grad_norm": Variable(LAYER, "rule update norm", "1", "‖grad_W‖ under the rule."),
+    "grad_bp_norm": Variable(LAYER, "BP gradient norm", "1", "‖grad_W‖ under BP."),
+    "delta_alignment": Variable(
+        ("step", "layer", "sample"),
+        "error-signal alignment",
+        DEG,
+        "Per probe sample: angle between the error δ the rule delivers to the layer output and "
+        "the one BP would deliver.",
+    ),
+    "jacobian_alignment": Variable(
+        ("step", "layer", "sample"),
+        "Jacobian alignment",
+        DEG,
+        "Per probe sample: angle between the true Jacobian of the logits w.r.t. the layer output "
+        "and the feedback Jacobian (the map the rule uses to send output errors to that layer).",
+    ),
+    "jacobian_sv_true": Variable(
+        ("step", "layer", "sv"),
+        "true Jacobian singular values",
+        "1",
+        "Singular values of the true logits-to-layer-output Jacobian of each probe sample "
+        "(descending), averaged over the probe batch; NaN-padded.",
+    ),
+    "jacobian_sv_fb": Variable(
+        ("step", "layer", "sv"),
+        "feedback Jacobian singular values",
+        "1",
+        "Singular values of the feedback Jacobian of each probe sample (descending), averaged "
+        "over the probe batch; NaN-padded.",
+    ),
+    "feedback_residual": Variable(
+        LAYER, "feedback residual", "1", "PFA: ‖R − BᵀW‖; KP: ‖B − W‖ (Frobenius). NaN otherwise."
+    ),
+    "feedback_residual_rel": Variable(
+        LAYER, "relative feedback residual", "1", "PFA: ‖R − BᵀW‖/‖BᵀW‖; KP: ‖B − W‖/‖W‖."
+    ),
+    # once per run
+    "bbt_eigenvalues": Variable(
+        ("layer", "eig"), "eigenvalues of B·Bᵀ", "1", "PFA only; ascending, NaN-padded."
+    ),
+    "probe_label": Variable(("sample",), "probe label", "1", "Labels of the fixed probe batch."),
+}
+
+PROBE_INPUT_DIMS = {
+    2: ("sample", "feature"),
+    3: ("sample", "position", "feature"),
+    4: ("sample", "channel", "height", "width"),
+}
+PROBE_INPUT = Variable(("sample",), "probe input", "1", "Inputs of the fixed probe batch.")
+
+REQUIRED_ATTRS = (
+    "config",
+    "rule",
+    "rule_options",
+    "seed",
+    "alignment_version",
+    "torch_version",
+    "python_version",
+    "git_sha",
+    "start_time",
+)
+ANGLES = tuple(name for name, v in VARIABLES.items() if v.units == DEG)
+
+RAW_STEP = "raw_step"
+RAW_EPOCH = "raw_epoch"
+RAW_SEPARATOR = "__"
+RAW_SHARED_DIMS = ("sample", "logit")
+
+
+@dataclass(frozen=True)
+class RawQuantity:
+    long_name: str
+    units: str
+    description: str
+
+    def attrs(self, layer: str) -> dict[str, str]:
+        return {
+            "long_name": f"{self.long_name}, {layer}",
+            "units": self.units,
+            "description": self.description,
+            "layer": layer,
+        }
+
+
+RAW_QUANTITIES: dict[str, RawQuantity] = {
+    "update": RawQuantity(
+        "rule update of W",
+        "1",
+        "grad_W under the rule on the recorded training batch (what the optimizer receives).",
+    ),
+    "grad_bp": RawQuantity(
+        "BP gradient of W", "1", "grad_W under BP, same weights, same batch, same loss."
+    ),
+    "feedback": RawQuantity(
+        "feedback matrix",
+        "1",
+        "feedback_matrix(): the effective feedback of the backward (PFA: B·R; DFA: D, C × input).",
+    ),
+    "jacobian_true": RawQuantity(
+        "true Jacobian",
+        "1",
+        "Per probe sample: ∂logits/∂(layer output), true (BP), sample × logit × output dims.",
+    ),
+    "jacobian_fb": RawQuantity(
+        "feedback Jacobian",
+        "1",
+        "Per probe sample: the map the rule uses to send output errors to the layer output.",
+    ),
+}
+
+
+def raw_name(quantity: str, layer: str) -> str:
+    """The variable name of raw ``quantity`` for ``layer``: ``<quantity>__<layer>``."""
+    return f"{quantity}{RAW_SEPARATOR}{layer}"
+
+
+class SchemaError(ValueError):
+    """A Dataset does not follow the run schema; the message names the problem."""
+
+
+def _run_dims(ds: xr.Dataset) -> tuple[str, ...]:
+    if "run_dims" not in ds.attrs:
+        return ()
+    try:
+        dims = json.loads(ds.attrs["run_dims"])
+    except (TypeError, ValueError) as error:
+        raise SchemaError(f"dataset attr 'run_dims' is not valid JSON: {error}") from None
+    if not isinstance(dims, list) or not all(isinstance(d, str) for d in dims):
+        raise SchemaError(f"dataset attr 'run_dims' must be a JSON list of dim names, got {dims!r}")
+    return tuple(dims)
+
+
+def _check_raw_variable(da: xr.DataArray, name: str, lead: tuple[str, ...]) -> None:
+    quantity, _, layer = name.partition(RAW_SEPARATOR)
+    if quantity not in RAW_QUANTITIES:
+        raise SchemaError(
+            f"unknown raw variable {name!r}: quantity {quantity!r} is not one of "
+            f"{', '.join(RAW_QUANTITIES)}"
+        )
+    dims = da.dims[len(lead) :]
+    if da.dims[: len(lead)] != lead or not dims or dims[0] != RAW_STEP:
+        raise SchemaError(
+            f"raw variable {name!r} has dims {da.dims}; expected {(*lead, RAW_STEP)} first"
+        )
+    own = f"{layer}{RAW_SEPARATOR}"
+    for dim in dims[1:]:
+        if dim not in RAW_SHARED_DIMS and not dim.startswith(own):
+            raise SchemaError(
+                f"raw variable {name!r} has dim {dim!r}; raw dims are 'sample', 'logit' or the "
+                f"layer's own dims named {own}*"
+            )
+    if da.attrs.get("layer") != layer:
+        raise SchemaError(f"raw variable {name!r} lacks the 'layer' attribute {layer!r}")
+
+
+def _check_variable(ds: xr.Dataset, name: str, lead: tuple[str, ...] = ()) -> None:
+    da = ds[name]
+    if RAW_SEPARATOR in name:
+        _check_raw_variable(da, name, lead)
+        expected = da.dims
+    elif name == "probe_input":
+        expected = PROBE_INPUT_DIMS.get(da.ndim - len(lead))
+        expected = None if expected is None else (*lead, *expected)
+    elif name in VARIABLES:
+        expected = (*lead, *VARIABLES[name].dims)
+    else:
+        raise SchemaError(f"unknown variable {name!r}; known variables: {', '.join(VARIABLES)}")
+    if da.dims != expected:
+        raise SchemaError(f"variable {name!r} has dims {da.dims}, expected {expected}")
+    for key in ("long_name", "units", "description"):
+        if not da.attrs.get(key):
+            raise SchemaError(f"variable {name!r} lacks the {key!r} attribute")
+    if name in ANGLES:
+        values = np.asarray(da.values, dtype=float)
+        finite = values[np.isfinite(values)]
+        if finite.size and (finite.min() < 0 or finite.max() > 180):
+            raise SchemaError(f"angle variable {name!r} has values outside [0, 180] degrees")
+
+
+def _check_steps(ds: xr.Dataset, step: str, epoch: str, lead: tuple[str, ...]) -> None:
+    if step not in ds.dims:
+        return
+    steps = np.asarray(ds[step].values)
+    if steps.size and np.any(np.diff(steps) <= 0):
+        raise SchemaError(f"coordinate {step!r} must be strictly increasing (no duplicates)")
+    if epoch not in ds.coords or ds[epoch].dims[-1:] != (step,):
+        raise SchemaError(f"coordinate {epoch!r} on dim {step!r} is missing")
+    extra = set(ds[epoch].dims[:-1]) - set(lead)
+    if extra:
+        raise SchemaError(f"coordinate {epoch!r} has dims {ds[epoch].dims}; expected ({step!r},)")
+
+
+def _check_coords(ds: xr.Dataset, lead: tuple[str, ...] = ()) -> None:
+    _check_steps(ds, "step", "epoch", lead)
+    _check_steps(ds, RAW_STEP, RAW_EPOCH, lead)
+    if "layer" in ds.dims:
+        if ds["layer"].dtype.kind not in "OU":
+            raise SchemaError("coordinate 'layer' must hold module names (strings)")
+
+
+def validate(ds: xr.Dataset, *, attrs: bool = True) -> xr.Dataset:
+    """Return ``ds`` unchanged if it follows the run schema, else raise :class:`SchemaError`.
+
+    ``attrs=False`` skips the run-attr checks (for the pieces of a record that carry no attrs:
+    the recorder's segments, before they are joined to the run's static part).
+    """
+    if attrs:
+        missing = [key for key in REQUIRED_ATTRS if key not in ds.attrs]
+        if missing:
+            raise SchemaError(f"dataset attrs lack {', '.join(missing)}")
+        for key in ("config", "rule_options"):
+            try:
+                json.loads(ds.attrs[key])
+            except (TypeError, ValueError) as error:
+                raise SchemaError(f"dataset attr {key!r} is not valid JSON: {error}") from None
+    lead = _run_dims(ds)
+    _check_coords(ds, lead)
+    for name in ds.data_vars:
+        _check_variable(ds, str(name), lead)
+    return ds

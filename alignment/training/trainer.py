@@ -1,0 +1,286 @@
+"""Train one config for one seed into a run directory, resumably, with the recorder wired in.
+
+A run directory holds ``config.yaml`` (the resolved config, one seed), ``record.zarr`` (the
+recorder's Dataset), ``checkpoint.pt`` (latest checkpoint) and ``DONE`` once finished.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+from tqdm import tqdm
+
+from alignment.config import Config, config_from_dict
+from alignment.convert import convert
+from alignment.data import load_dataset
+from alignment.models import MODELS
+from alignment.recording import Recorder, schedules
+from alignment.training.batches import Batches, evaluate, stack_first
+from alignment.training.checkpoint import load_checkpoint, save_checkpoint
+from alignment.training.schedules import learning_rate, weight_decay
+
+DONE = "DONE"
+
+
+class DivergenceError(RuntimeError):
+    """The loss became NaN or infinite; the message names the step, the rule and the layers."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Path
+    final_accuracy: float
+    best_accuracy: float
+    steps: int
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but CUDA is not available; use --device cpu")
+    return device
+
+
+def build_model(config: Config, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    name = config.model.name
+    if name == "mlp":
+        model = MODELS[name](
+            in_features=int(torch.tensor(input_shape).prod()),
+            num_classes=num_classes,
+            init=config.model.init,
+        )
+    elif name == "lenet":
+        model = MODELS[name](
+            in_channels=input_shape[0],
+            num_classes=num_classes,
+            input_size=input_shape[-1],
+            init=config.model.init,
+        )
+    else:
+        model = MODELS[name](num_classes=num_classes, init=config.model.init)
+    return convert(model, config.rule_name, **config.rule_options)
+
+
+def make_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
+    o = config.optim
+    params = model.parameters()
+    if o.name == "sgd":
+        return torch.optim.SGD(
+            params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov
+        )
+    cls = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
+    return cls(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+
+
+def _divergence(model: nn.Module, config: Config, step: int, epoch: int, loss: float) -> str:
+    bad = [
+        name
+        for name, p in model.named_parameters()
+        if not torch.isfinite(p).all() or (p.grad is not None and not torch.isfinite(p.grad).all())
+    ]
+    layers = sorted({name.rsplit(".", 1)[0] for name in bad}) or ["(none: only the loss)"]
+    return (
+        f"training diverged at step {step} (epoch {epoch}): the loss is {loss} under rule "
+        f"{config.rule_name!r} with lr {config.optim.lr}. Layers with non-finite weights or "
+        f"gradients: {', '.join(layers)}. Lower the learning rate (--set optim.lr=...; the paper "
+        "uses 0.001 for DFA on CIFAR-10) or the weight decay; the record up to this step is "
+        "readable with alignment.open_run."
+    )
+
+
+def _recorder(config: Config, model, run_dir, probe, optimizer, seed, per_epoch, resume):
+    record = config.record
+    epoch_start = schedules.epoch_end(per_epoch)
+    jacobian = (
+        schedules.never
+        if record.jacobian == "never"
+        else epoch_start
+        if record.jacobian == "epoch"
+        else schedules.every(int(record.jacobian))
+    )
+    return Recorder(
+        model,
+        run_dir,
+        probe=probe,
+        loss_fn=F.cross_entropy,
+        optimizer=optimizer,
+        schedule=schedules.every(record.every) | epoch_start,
+        jacobian_schedule=jacobian,
+        raw_schedule=epoch_start if record.raw_layers else schedules.never,
+        raw_layers=tuple(record.raw_layers),
+        config=config.to_dict(),
+        seed=seed,
+        steps_per_epoch=per_epoch,
+        flush_every=record.flush_every,
+        resume=resume,
+    )
+
+
+def train_run(
+    config: Config,
+    run_dir: Path,
+    seed: int,
+    *,
+    device: str | None = None,
+    quiet: bool = False,
+    resume: bool = False,
+) -> RunResult:
+    """Train ``config`` with ``seed`` into ``run_dir`` (continuing its checkpoint if ``resume``)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:  # from step 0: what an earlier attempt left before its first checkpoint goes
+        shutil.rmtree(run_dir / "record.zarr", ignore_errors=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump({**config.to_dict(), "seeds": [seed]}))
+    device = resolve_device(device or config.device)
+    torch.manual_seed(seed)
+    random.seed(seed)
+    d = config.data
+    splits = load_dataset(
+        d.name,
+        root=d.root,
+        download=d.download,
+        split_seed=d.split_seed,
+        verify_checksums=d.verify_checksums,
+        eval_split=d.eval_split,
+    )
+    model = build_model(config, splits.num_classes, splits.input_shape).to(device)
+    optimizer = make_optimizer(config, model)
+    batches = Batches(
+        splits.train,
+        d.batch_size,
+        seed,
+        limit=config.max_steps_per_epoch,
+        num_workers=d.num_workers,
+    )
+    per_epoch, total = batches.per_epoch, config.epochs * batches.per_epoch
+    probe = tuple(t.to(device) for t in stack_first(splits.eval, config.record.probe_size))
+    recorder = _recorder(config, model, run_dir, probe, optimizer, seed, per_epoch, resume)
+    start, accuracies = 0, []
+    checkpoint = load_checkpoint(run_dir) if resume else None
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        torch.set_rng_state(checkpoint["torch_rng"])
+        random.setstate(checkpoint["python_rng"])
+        recorder.load_state_dict(checkpoint["recorder"])
+        start, accuracies = checkpoint["step"], list(checkpoint["accuracies"])
+
+    def save(next_step: int) -> None:
+        recorder.flush()
+        save_checkpoint(
+            run_dir,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "python_rng": random.getstate(),
+                "recorder": recorder.state_dict(),
+                "step": next_step,
+                "accuracies": accuracies,
+            },
+        )
+
+    bar = tqdm(total=total, initial=start, disable=quiet, desc=f"{config.rule_name} seed {seed}")
+    step = start
+    try:
+        for epoch in range(start // per_epoch, config.epochs + 1):
+            first = start % per_epoch if epoch == start // per_epoch else 0
+            data = batches.epoch(epoch, first) if epoch < config.epochs else batches.epoch(0)
+            for i, (x, y) in enumerate(data, start=first):
+                step = epoch * per_epoch + i
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(
+                        config.optim.lr, config.lr_schedule, epoch, config.epochs
+                    )
+                    group["weight_decay"] = weight_decay(
+                        config.optim.weight_decay, config.wd_schedule, step, per_epoch
+                    )
+                x, y = x.to(device), y.to(device)
+                scalars = {}
+                if i == 0:  # epoch start, and once after training: evaluate
+                    accuracies.append(evaluate(model, splits.eval, d.eval_batch_size, device))
+                    scalars["test_accuracy"] = accuracies[-1]
+                recorder.step(x, y, step=step, epoch=epoch, **scalars)
+                if epoch == config.epochs:
+                    break
+                loss = F.cross_entropy(model(x), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                value = loss.item()
+                if not torch.isfinite(loss):
+                    raise DivergenceError(_divergence(model, config, step, epoch, value))
+                optimizer.step()
+                bar.update()
+                bar.set_postfix(loss=f"{value:.3f}", acc=f"{accuracies[-1]:.3f}")
+                if (step + 1) % per_epoch == 0 or (
+                    config.checkpoint_every and (step + 1) % config.checkpoint_every == 0
+                ):
+                    save(step + 1)
+    finally:
+        bar.close()
+        recorder.close()
+    result = RunResult(run_dir, accuracies[-1], max(accuracies), total)
+    (run_dir / DONE).write_text(
+        json.dumps(
+            {
+                "final_accuracy": result.final_accuracy,
+                "best_accuracy": result.best_accuracy,
+                "steps": total,
+            }
+        )
+    )
+    return result
+
+
+def run_dirs(out: Path, seeds: list[int]) -> list[Path]:
+    return [Path(out) / f"seed{seed}" for seed in seeds]
+
+
+def train(
+    config: Config,
+    out: Path,
+    *,
+    seeds: list[int] | None = None,
+    device: str | None = None,
+    quiet: bool = False,
+) -> list[RunResult]:
+    """Train every seed of ``config`` into ``out/seed<N>``; finished runs are skipped, interrupted
+    ones resumed."""
+    seeds = config.seeds if seeds is None else seeds
+    results = []
+    for seed, run_dir in zip(seeds, run_dirs(out, seeds), strict=True):
+        done = run_dir / DONE
+        if done.exists():
+            info = json.loads(done.read_text())
+            results.append(
+                RunResult(run_dir, info["final_accuracy"], info["best_accuracy"], info["steps"])
+            )
+            continue
+        resume = (run_dir / "checkpoint.pt").exists()
+        results.append(train_run(config, run_dir, seed, device=device, quiet=quiet, resume=resume))
+    return results
+
+
+def resume(run_dir: Path, *, device: str | None = None, quiet: bool = False) -> RunResult:
+    """Continue an interrupted run from its last checkpoint (or start it if it has none)."""
+    run_dir = Path(run_dir)
+    config_file = run_dir / "config.yaml"
+    if not config_file.exists():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
+    config = config_from_dict(yaml.safe_load(config_file.read_text()), str(config_file))
+    if (run_dir / DONE).exists():
+        info = json.loads((run_dir / DONE).read_text())
+        return RunResult(run_dir, info["final_accuracy"], info["best_accuracy"], info["steps"])
+    has_checkpoint = (run_dir / "checkpoint.pt").exists()
+    return train_run(
+        config, run_dir, config.seeds[0], device=device, quiet=quiet, resume=has_checkpoint
+    )
