@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     configs = sub.add_parser("configs", help="list the bundled configs")
     configs.set_defaults(func=_configs)
+
+    from alignment.cli_figures import add_commands
+
+    add_commands(sub)
     return parser
 
 
@@ -100,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError) as error:
+    except (ConfigError, FileNotFoundError, ValueError) as error:
         print(f"alignment: error: {error}", file=sys.stderr)
         return 2
     except RuntimeError as error:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from torch import nn
-from torchvision.models import resnet18 as _tv_resnet18
 
 from alignment.models.init import init_weights
 
@@ -13,4 +12,6 @@ def resnet18(num_classes: int = 1000, *, init: str = "xavier") -> nn.Module:
 
     The paper's ImageNet model (PFA.md section 5).
     """
-    return init_weights(_tv_resnet18(weights=None, num_classes=num_classes), init)
+    from torchvision.models import resnet18 as torchvision_resnet18  # slow import: only when used
+
+    return init_weights(torchvision_resnet18(weights=None, num_classes=num_classes), init)

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from alignment.layers.functions import _cache_signatures
 from alignment.rules.base import (
     INITS,
     Direct,
@@ -54,6 +55,9 @@ class DirectFeedbackTap(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, e_out: Tensor) -> tuple[Tensor, ...]:
         return (e_out,) * len(ctx.needs_input_grad)
+
+
+_cache_signatures(DirectFeedbackTap)
 
 
 class DirectFeedbackContext:

@@ -1,0 +1,103 @@
+"""Analyses of recorded runs: pure functions from Datasets to Datasets/DataArrays.
+
+No I/O and no plotting; options are keyword-only; ``long_name`` and ``units`` attrs are kept or
+set so that figures label their axes from them; everything chains with ``.pipe``::
+
+    from alignment import open_runs
+    import analyses as an
+
+    ds = open_runs("out/mnist_*/seed*").pipe(an.collapse_options)
+    table = an.accuracy_table(ds)
+    print(an.to_markdown(table))
+    trajectories = ds.pipe(an.alignment_trajectories, how="first")
+
+Public API, re-exported one by one:
+
+* across runs: :func:`combine`, :func:`as_combined`, :func:`split_runs`,
+  :func:`collapse_options`, :func:`seed_statistics`, :func:`accuracy_table`,
+  :func:`table_frame`, :func:`to_markdown`, :func:`to_csv`, :func:`to_latex`;
+* trajectories: :func:`per_epoch`, :func:`alignment_trajectories`, :func:`with_depth`,
+  :func:`relative_depth`, :func:`last_finite`;
+* Fig. 3: :func:`expansion_study`, :func:`expansion_summary`, :data:`PAPER_K`;
+* weight decay (spec §3.1): :func:`step_schedules`, :func:`predicted_decay`,
+  :func:`decay_alignment`, :func:`run_config`, :func:`steps_per_epoch`;
+* beyond the paper: :func:`grad_alignment_by_depth`, :func:`update_norm_ratio`,
+  :func:`jacobian_alignment_distribution`, :func:`singular_value_spectra`,
+  :func:`jacobian_steps`, :func:`linear_cka`, :func:`cka_matrix`, :func:`trajectory_pca`;
+* rules: :data:`RULE_ORDER`, :func:`rule_label`, :func:`alignment_kind`, :func:`order_rules`,
+  :func:`sorted_rules`.
+
+Model-touching code (representations of the probe batch) lives apart, in
+:mod:`analyses.representations`, and is not imported here (it needs torch models).
+"""
+
+from analyses._common import last_finite, relative_depth
+from analyses.cka import cka_matrix, linear_cka
+from analyses.decay import (
+    decay_alignment,
+    predicted_decay,
+    run_config,
+    step_schedules,
+    steps_per_epoch,
+)
+from analyses.expansion import PAPER_K, expansion_study, expansion_summary
+from analyses.gradients import grad_alignment_by_depth, update_norm_ratio
+from analyses.jacobians import (
+    jacobian_alignment_distribution,
+    jacobian_steps,
+    singular_value_spectra,
+)
+from analyses.pca import trajectory_pca
+from analyses.rules import RULE_ORDER, alignment_kind, order_rules, rule_label, sorted_rules
+from analyses.runs import (
+    accuracy_table,
+    as_combined,
+    collapse_options,
+    combine,
+    seed_statistics,
+    split_runs,
+    table_frame,
+    to_csv,
+    to_latex,
+    to_markdown,
+)
+from analyses.trajectories import alignment_trajectories, per_epoch, with_depth
+
+__all__ = [
+    "PAPER_K",
+    "RULE_ORDER",
+    "accuracy_table",
+    "alignment_kind",
+    "alignment_trajectories",
+    "as_combined",
+    "cka_matrix",
+    "collapse_options",
+    "combine",
+    "decay_alignment",
+    "expansion_study",
+    "expansion_summary",
+    "grad_alignment_by_depth",
+    "jacobian_alignment_distribution",
+    "jacobian_steps",
+    "last_finite",
+    "linear_cka",
+    "order_rules",
+    "per_epoch",
+    "predicted_decay",
+    "relative_depth",
+    "rule_label",
+    "run_config",
+    "seed_statistics",
+    "singular_value_spectra",
+    "sorted_rules",
+    "split_runs",
+    "step_schedules",
+    "steps_per_epoch",
+    "table_frame",
+    "to_csv",
+    "to_latex",
+    "to_markdown",
+    "trajectory_pca",
+    "update_norm_ratio",
+    "with_depth",
+]

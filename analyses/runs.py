@@ -1,0 +1,377 @@
+"""Across runs: combine records, split them again, reduce over seeds, tabulate accuracy.
+
+A *combined* Dataset (from :func:`alignment.open_runs` or :func:`combine`) has leading dims
+``rule``, ``seed`` and one dim per rule option whose value differs between the runs (``k``,
+``density``, ``b_init``, …), listed in the JSON attr ``run_dims``. Grid points that no run has are
+NaN. :func:`collapse_options` removes option dims that only tell rules apart (PFA's ``k=10`` vs
+PFA-o's ``k=1``), which is what most figures want.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Hashable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+# The combination logic lives with open_runs; combine() feeds it Datasets instead of paths.
+from alignment.recording.open import _combined_attrs, _epochs, _grid, _option_dims, _unify_layers
+from alignment.recording.schema import validate
+from analyses._common import last_finite, option_dims, run_dims
+from analyses.rules import order_rules, rule_label, sorted_rules
+
+T = TypeVar("T", xr.Dataset, xr.DataArray)
+
+STATS = ("mean", "std", "sem", "n")
+PER_RUN_ATTRS = ("config", "rule", "rule_options", "seed", "steps_per_epoch")
+
+
+# ------------------------------------------------------------------------------ combining
+def combine(datasets: Sequence[xr.Dataset], *, names: Sequence[str] | None = None) -> xr.Dataset:
+    """Single-run Datasets (as :func:`alignment.open_run` returns them) as one Dataset with the
+    leading dims ``rule``, ``seed`` and every rule option that differs between them: what
+    :func:`alignment.open_runs` does for paths, for Datasets already in memory.
+
+    ``names`` (default ``run0``, ``run1``, …) stand in for the run paths in attr ``runs`` and in
+    error messages.
+    """
+    datasets = list(datasets)
+    if not datasets:
+        raise ValueError("combine: no datasets given")
+    for i, ds in enumerate(datasets):
+        if run_dims(ds):
+            raise ValueError(
+                f"combine: dataset {i} already combines runs (run_dims {run_dims(ds)}); "
+                "combine single runs, e.g. the results of split_runs()"
+            )
+    paths = [Path(n) for n in (names or [f"run{i}" for i in range(len(datasets))])]
+    rules = [str(ds.attrs["rule"]) for ds in datasets]
+    seeds = [int(ds.attrs["seed"]) for ds in datasets]
+    options = _option_dims([json.loads(ds.attrs["rule_options"]) for ds in datasets])
+    keys = [
+        repr((r, s, *(options[o][i] for o in options)))
+        for i, (r, s) in enumerate(zip(rules, seeds, strict=True))
+    ]
+    if len(set(keys)) < len(keys):
+        duplicate = next(k for k in keys if keys.count(k) > 1)
+        raise ValueError(
+            f"combine: two datasets have the same {('rule', 'seed', *options)} = {duplicate}"
+        )
+    attrs = _combined_attrs(datasets, paths, ["rule", "seed", *options])
+    datasets = _unify_layers(datasets)
+    epochs = _epochs(datasets)
+    prepared = []
+    for ds in datasets:
+        ds = ds.copy()
+        ds.attrs = {}
+        if epochs is not None and "epoch" in ds.coords:
+            ds = ds.drop_vars("epoch")
+        added = [d for d in ds.dims if d not in ds.indexes]
+        prepared.append(ds.assign_coords({d: np.arange(ds.sizes[d]) for d in added}))
+    joined = xr.concat(
+        prepared,
+        dim="run",
+        data_vars="all",
+        coords="different",
+        compat="equals",
+        join="outer",
+        combine_attrs="override",
+    )
+    joined = _grid(joined, {"rule": rules, "seed": seeds, **options})
+    added = {d for ds in datasets for d in ds.dims if d not in ds.indexes}
+    joined = joined.drop_vars([d for d in added if d in joined.coords])
+    if epochs is not None:
+        joined = joined.assign_coords(epoch=epochs.reindex(step=joined["step"]))
+    joined.attrs = attrs
+    return validate(joined)
+
+
+def as_combined(ds: xr.Dataset) -> xr.Dataset:
+    """A single run as a combined Dataset (dims ``rule`` and ``seed`` of size 1); a combined
+    Dataset unchanged."""
+    if run_dims(ds):
+        return ds
+    out = ds.expand_dims(rule=[str(ds.attrs["rule"])], seed=[int(ds.attrs["seed"])])
+    out.attrs = {**ds.attrs, "run_dims": json.dumps(["rule", "seed"])}
+    return out
+
+
+def _per_run(value: Any, n: int, i: int, *, json_value: bool) -> Any:
+    """Run ``i``'s value of a combined attr (a JSON list of n values where the runs differ)."""
+    try:
+        parsed = json.loads(value) if isinstance(value, str) else value
+    except ValueError:
+        return value
+    if isinstance(parsed, list) and len(parsed) == n:
+        item = parsed[i]
+        return json.dumps(item, sort_keys=True) if json_value else item
+    return value
+
+
+def _position(coord: xr.DataArray, value: Any) -> int:
+    values = coord.values.tolist()
+    for i, v in enumerate(values):
+        if v == value or (
+            isinstance(v, float)
+            and isinstance(value, float)
+            and math.isnan(v)
+            and math.isnan(value)
+        ):
+            return i
+    raise KeyError(f"{coord.name}={value!r} is not in the combined Dataset")
+
+
+def split_runs(ds: xr.Dataset) -> list[tuple[dict[str, int], xr.Dataset]]:
+    """The runs of a combined Dataset, each as (positions on the run dims, single-run Dataset
+    with its own ``config``, ``rule``, ``rule_options`` and ``seed`` attrs). A single run gives
+    ``[({}, ds)]``."""
+    dims = run_dims(ds)
+    if not dims:
+        return [({}, ds)]
+    n = len(json.loads(ds.attrs["runs"]))
+    runs = []
+    for i in range(n):
+        attrs = {k: v for k, v in ds.attrs.items() if k not in ("runs", "run_dims")}
+        for key in PER_RUN_ATTRS:
+            if key in attrs:
+                attrs[key] = _per_run(
+                    attrs[key], n, i, json_value=key in ("config", "rule_options")
+                )
+        options = json.loads(attrs["rule_options"])
+        where = {
+            "rule": _position(ds["rule"], str(attrs["rule"])),
+            "seed": _position(ds["seed"], int(attrs["seed"])),
+        }
+        for dim in dims[2:]:
+            value = options.get(dim)
+            if ds[dim].dtype.kind == "f":
+                value = math.nan if value is None else float(value)
+            else:
+                value = "" if value is None else str(value)
+            where[dim] = _position(ds[dim], value)
+        run = ds.isel(where)
+        run.attrs = attrs
+        runs.append((where, run))
+    return runs
+
+
+def _presence(ds: xr.Dataset) -> xr.DataArray:
+    """True at the run-dim grid points that hold a run."""
+    lead = set(run_dims(ds))
+    name = "loss" if "loss" in ds else next(n for n in ds.data_vars if "step" in ds[n].dims)
+    da = ds[name]
+    return da.notnull().any([d for d in da.dims if d not in lead])
+
+
+def collapse_options(ds: xr.Dataset, *, keep: Sequence[str] = ()) -> xr.Dataset:
+    """Remove the option dims (all run dims but ``rule``, ``seed`` and ``keep``) by taking, for
+    each rule, the one option combination its runs have; the chosen values become coordinates on
+    ``rule``. Rules come out in paper order. Raises ValueError when a rule's runs differ in an
+    option that is not kept (e.g. a sweep over ``k``: pass ``keep=("k",)``)."""
+    ds = as_combined(ds)
+    dims = [d for d in option_dims(ds) if d not in keep]
+    if not dims:
+        return order_rules(ds)
+    present = _presence(ds).any([d for d in run_dims(ds) if d not in ("rule", *dims)])
+    stacked = present.stack(variant=dims)
+    parts = []
+    for rule in sorted_rules(ds["rule"].values):
+        found = np.flatnonzero(stacked.sel(rule=rule).values)
+        if len(found) > 1:
+            combos = [stacked["variant"].values[i] for i in found]
+            raise ValueError(
+                f"collapse_options: rule {rule!r} has runs with different {tuple(dims)}: {combos}; "
+                f"keep the dim that varies (keep=({dims[0]!r},)) or select runs first"
+            )
+        index = np.unravel_index(int(found[0]) if len(found) else 0, [ds.sizes[d] for d in dims])
+        part = ds.sel(rule=[rule]).isel(dict(zip(dims, map(int, index), strict=True)))
+        parts.append(part.assign_coords({d: ("rule", [part[d].item()]) for d in dims}))
+    out = xr.concat(parts, dim="rule", data_vars="all", coords="different", compat="equals")
+    out.attrs = {**ds.attrs, "run_dims": json.dumps([d for d in run_dims(ds) if d not in dims])}
+    return out
+
+
+# ------------------------------------------------------------------------------ over seeds
+def _stats(da: xr.DataArray, dim: str, ddof: int) -> xr.DataArray:
+    values = da.astype(float)
+    n = values.notnull().sum(dim)
+    mean = values.mean(dim, skipna=True)
+    std = values.std(dim, skipna=True, ddof=ddof).where(n > ddof)
+    sem = std / np.sqrt(n.where(n > 0))
+    out = xr.concat([mean, std, sem, n.astype(float)], dim="stat").assign_coords(
+        stat=np.array(STATS)
+    )
+    out.attrs = dict(da.attrs)
+    return out
+
+
+def seed_statistics(obj: T, *, dim: str = "seed", ddof: int = 1) -> T:
+    """Mean, standard deviation (``ddof``), standard error and count of finite values over
+    ``dim``, on a new leading dim ``stat`` = ('mean', 'std', 'sem', 'n'). Attrs are kept;
+    variables without ``dim`` are left as they are. A single run (no ``dim``) has std NaN."""
+    if isinstance(obj, xr.DataArray):
+        da = obj if dim in obj.dims else obj.expand_dims({dim: 1})
+        return _stats(da, dim, ddof).transpose("stat", ...)
+    out = obj.copy()
+    for name, da in obj.data_vars.items():
+        if dim in da.dims and da.dtype.kind in "biuf":
+            out[name] = _stats(da, dim, ddof).transpose("stat", ...)
+    if dim in out.coords and not any(dim in v.dims for v in out.data_vars.values()):
+        out = out.drop_vars(dim)
+    out.attrs = dict(obj.attrs)
+    if run_dims(obj):
+        out.attrs["run_dims"] = json.dumps([d for d in run_dims(obj) if d != dim])
+    return out
+
+
+# ------------------------------------------------------------------------------ accuracy table
+def accuracy_table(
+    ds: xr.Dataset,
+    *,
+    variable: str = "test_accuracy",
+    keep: Sequence[str] = (),
+    percent: bool = True,
+    ddof: int = 1,
+) -> xr.Dataset:
+    """Final (last evaluation) and best accuracy of every run, mean ± std over seeds.
+
+    Dims: ``rule`` (paper order) and the option dims in ``keep`` (e.g. ``density``); variables
+    ``final_mean``, ``final_std``, ``best_mean``, ``best_std`` (in % with ``percent``) and
+    ``seeds`` (number of runs). Rows without runs have ``seeds`` = 0.
+    """
+    ds = collapse_options(ds, keep=keep)
+    acc = ds[variable] * (100.0 if percent else 1.0)
+    units = "%" if percent else ds[variable].attrs.get("units", "1")
+    final = seed_statistics(last_finite(acc, "step"), ddof=ddof)
+    best = seed_statistics(acc.max("step", skipna=True), ddof=ddof)
+    name = ds[variable].attrs.get("long_name", variable)
+
+    def var(da: xr.DataArray, which: str, stat: str) -> xr.DataArray:
+        out = da.sel(stat=stat, drop=True)
+        word = "standard deviation over seeds of the" if stat == "std" else "mean over seeds of the"
+        out.attrs = {
+            "long_name": f"{which} {name}" + (" (std)" if stat == "std" else ""),
+            "units": units,
+            "description": f"{word} {which} {name} of each run.",
+        }
+        return out
+
+    seeds = final.sel(stat="n", drop=True).fillna(0).astype(int)
+    seeds.attrs = {"long_name": "seeds", "units": "1", "description": "Runs with an evaluation."}
+    table = xr.Dataset(
+        {
+            "final_mean": var(final, "final", "mean"),
+            "final_std": var(final, "final", "std"),
+            "best_mean": var(best, "best", "mean"),
+            "best_std": var(best, "best", "std"),
+            "seeds": seeds,
+        }
+    )
+    table.attrs = {"variable": variable, "units": units}
+    return table
+
+
+def table_frame(table: xr.Dataset | pd.DataFrame) -> pd.DataFrame:
+    """The accuracy table as a DataFrame, one row per rule (and kept option), rows without runs
+    dropped, rules in paper order."""
+    if isinstance(table, pd.DataFrame):
+        return table
+    frame = table.to_dataframe()
+    extra = [c for c in frame.columns if c not in table.data_vars]
+    frame = frame.drop(columns=extra)
+    frame = frame[frame["seeds"] > 0]
+    index = [str(n) for n in frame.index.names]
+    frame = frame.reset_index()
+    order = {r: i for i, r in enumerate(sorted_rules(frame["rule"]))}
+    frame = frame.sort_values(
+        by=["rule", *index[1:]], key=lambda c: c.map(order) if c.name == "rule" else c
+    )
+    return frame.set_index(index)
+
+
+def _pm(mean: float, std: float, digits: int, latex: bool) -> str:
+    if not np.isfinite(mean):
+        return "–"
+    sep = r" \pm " if latex else " ± "
+    text = f"{mean:.{digits}f}" + (f"{sep}{std:.{digits}f}" if np.isfinite(std) else "")
+    return f"${text}$" if latex else text
+
+
+def _display_rows(
+    table: xr.Dataset | pd.DataFrame, digits: int, latex: bool
+) -> tuple[list[str], list[list[str]]]:
+    frame = table_frame(table)
+    units = table.attrs.get("units", "%") if isinstance(table, xr.Dataset) else "%"
+    names = [str(n) for n in frame.index.names]
+    header = [*names, f"final ({units})", f"best ({units})", "seeds"]
+    rows = []
+    for index, row in frame.iterrows():
+        keys = index if isinstance(index, tuple) else (index,)
+        cells = [rule_label(str(keys[0])), *(_format_key(k) for k in keys[1:])]
+        cells += [
+            _pm(row["final_mean"], row["final_std"], digits, latex),
+            _pm(row["best_mean"], row["best_std"], digits, latex),
+            str(int(row["seeds"])),
+        ]
+        rows.append(cells)
+    return header, rows
+
+
+def _format_key(value: Hashable) -> str:
+    if isinstance(value, float):
+        return "–" if math.isnan(value) else f"{value:g}"
+    return str(value)
+
+
+def to_markdown(table: xr.Dataset | pd.DataFrame, *, digits: int = 2) -> str:
+    """The accuracy table as a GitHub-flavoured markdown table ('mean ± std')."""
+    header, rows = _display_rows(table, digits, latex=False)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(table: xr.Dataset | pd.DataFrame) -> str:
+    """The accuracy table as CSV: rule name, kept options, the numbers at full precision."""
+    return table_frame(table).to_csv(float_format="%.6g")
+
+
+def _latex_escape(text: str) -> str:
+    for char, escaped in (
+        ("\\", r"\textbackslash{}"),
+        ("&", r"\&"),
+        ("%", r"\%"),
+        ("_", r"\_"),
+        ("#", r"\#"),
+    ):
+        text = text.replace(char, escaped)
+    return text
+
+
+def to_latex(
+    table: xr.Dataset | pd.DataFrame,
+    *,
+    digits: int = 2,
+    caption: str | None = None,
+    label: str | None = None,
+) -> str:
+    """The accuracy table as a LaTeX ``table`` with a booktabs ``tabular`` ('$m \\pm s$')."""
+    header, rows = _display_rows(table, digits, latex=True)
+    body = [" & ".join(_latex_escape(h) for h in header) + r" \\", r"\midrule"]
+    body += [
+        " & ".join(c if c.startswith("$") else _latex_escape(c) for c in cells) + r" \\"
+        for cells in rows
+    ]
+    lines = [r"\begin{table}", r"\centering"]
+    if caption:
+        lines.append(rf"\caption{{{_latex_escape(caption)}}}")
+    if label:
+        lines.append(rf"\label{{{label}}}")
+    lines += [rf"\begin{{tabular}}{{{'l' * (len(header) - 3)}rrr}}", r"\toprule", *body]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"

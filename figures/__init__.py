@@ -1,0 +1,34 @@
+"""Publication figures: one module per figure, each with a pure ``make_figure(ds) -> Figure``,
+axes-level ``panel_*(ds, ax)`` helpers that return the axes, a ``figure_data(ds)`` that computes
+the Dataset the figure is drawn from (with :mod:`analyses`), and ``main(argv)`` that saves PDF,
+PNG and SVG beside that Dataset (``.nc``).
+
+=====================  ==========================================================================
+module                 figure
+=====================  ==========================================================================
+fig2_mnist             Fig. 2: MNIST — accuracy, alignment and norm ratio per layer vs epoch
+fig4_cifar10           Fig. 4: the same for CIFAR-10 (ResNet-20)
+fig5_imagenet          Fig. 5: the same for ImageNet (ResNet-18)
+fig3_expansion         Fig. 3: eigenvalues of B·Bᵀ and angle(W, B·Bᵀ·W) vs expansion ratio k
+fig_sparse             sparse feedback: best test accuracy vs feedback density
+fig_grad_alignment     gradient alignment with BP per layer and depth (beyond the paper)
+fig_jacobian           Jacobian alignment distributions, singular values true vs feedback (beyond)
+fig_decay              ‖R − BᵀW‖ against the predicted decay factor c_t (spec §3.1)
+=====================  ==========================================================================
+
+Figures are built on :class:`matplotlib.figure.Figure` directly (no pyplot state); importing this
+package selects the non-interactive Agg backend unless ``MPLBACKEND`` is set or pyplot is already
+in use.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import matplotlib
+
+if "MPLBACKEND" not in os.environ and "matplotlib.pyplot" not in sys.modules:
+    matplotlib.use("Agg")
+
+__all__: list[str] = []

@@ -1,0 +1,46 @@
+"""The figures of ``make demo``: Fig. 2-style panels of the demo runs (MNIST-5k), Fig. 3,
+gradient alignment, Jacobians and the weight-decay identity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alignment.recording import open_runs
+from figures import fig3_expansion, style
+from figures.build import build_figures
+
+DEMO_RULES = ("bp", "fa", "dfa", "usf", "pfa", "pfa_o")
+
+
+def make_demo_figures(
+    demo_out: Path,
+    figures_dir: Path,
+    *,
+    draws: int = 100,
+    formats: tuple[str, ...] = style.FORMATS,
+) -> list[Path]:
+    """Write the demo figures for the runs ``demo_out/<rule>/seed0`` into ``figures_dir``:
+    ``fig2_demo`` (accuracy, alignment, norm ratio), ``fig3_expansion`` (``draws`` Monte-Carlo
+    draws per k), ``fig_grad_alignment_demo``, ``fig_jacobian_demo``, ``fig_decay_demo``, each as
+    PDF/PNG/SVG + .nc. Rules without a finished or started run are left out; returns the paths
+    written. Raises FileNotFoundError when there is no demo run at all."""
+    runs = [
+        Path(demo_out) / rule / "seed0"
+        for rule in DEMO_RULES
+        if (Path(demo_out) / rule / "seed0" / "config.yaml").exists()
+    ]
+    if not runs:
+        raise FileNotFoundError(f"no demo runs under {demo_out} (expected <rule>/seed0)")
+    written, _ = build_figures(
+        open_runs(runs),
+        figures_dir,
+        formats=formats,
+        suffix="_demo",
+        only=("fig2_mnist", "fig_grad_alignment", "fig_jacobian", "fig_decay"),
+    )
+    paths = [path for stem_paths in written.values() for path in stem_paths]
+    data = fig3_expansion.figure_data(draws=draws)
+    paths += style.save(
+        fig3_expansion.make_figure(data), data, figures_dir, "fig3_expansion", formats=formats
+    )
+    return paths

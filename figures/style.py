@@ -1,0 +1,263 @@
+"""The shared figure style: the paper's panel sizes and fonts, fixed rule colours, axis labels
+from ``long_name``/``units``, depth colours, mean ± std bands, and saving.
+
+The authors' plotting code (``plotting/utils.py`` of their repository) uses 8 pt Arial,
+TrueType fonts in PDF (``pdf.fonttype`` 42), 2 × 1.5 in accuracy panels, 1 × 1 in alignment
+panels and 1.5 × 1.5 in Fig. 3 panels. Arial is used where it is installed; otherwise the first
+installed of Helvetica, Liberation Sans, DejaVu Sans (shipped with matplotlib), so no font
+warning is ever emitted. Missing glyphs fall back to DejaVu Sans.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib as mpl
+import numpy as np
+import xarray as xr
+from matplotlib import font_manager
+from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure, SubFigure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
+
+from alignment.recording.open import netcdf_engine
+
+FORMATS = ("pdf", "png", "svg")
+
+PANEL = {"accuracy": (2.0, 1.5), "layer": (1.0, 1.0), "expansion": (1.5, 1.5)}
+"""Axes sizes (width, height) in inches, as in the paper's figures."""
+CELL = {"accuracy": (2.7, 1.95), "layer": (1.5, 1.55), "expansion": (2.0, 1.9)}
+"""Space per panel including its labels and ticks."""
+
+FONT_SIZE = 8
+PREFERRED_FONTS = ("Arial", "Helvetica", "Liberation Sans", "DejaVu Sans")
+
+RULE_COLORS = {
+    "bp": "C0",
+    "fa": "C1",
+    "dfa": "C2",
+    "pfa": "C3",
+    "usf": "C4",
+    "pfa_o": "C5",
+    "kp": "C6",
+    "frsf": "C7",
+    "brsf": "C8",
+}
+"""Fixed across figures (spec §7): BP C0, FA C1, DFA C2, PFA C3, uSF C4, PFA-o C5; more rules
+get the next colours."""
+_EXTRA_COLORS = ("C9", *(mpl.colormaps["tab20b"](i) for i in range(20)))
+
+DEPTH_CMAP = "viridis"
+UNITS = {"1": "", "deg": "°", "%": "%", "nat": "nat", "1/deg": "1/°"}
+
+
+def installed_fonts() -> list[str]:
+    """The preferred sans-serif fonts that are installed, best first (DejaVu Sans at least)."""
+    names = {font.name for font in font_manager.fontManager.ttflist}
+    found = [name for name in PREFERRED_FONTS if name in names]
+    return found or ["DejaVu Sans"]
+
+
+def rc() -> dict[str, Any]:
+    """rcParams of every figure."""
+    fonts = installed_fonts()
+    if "DejaVu Sans" not in fonts:
+        fonts.append("DejaVu Sans")
+    return {
+        "font.family": "sans-serif",
+        "font.sans-serif": fonts,
+        "font.size": FONT_SIZE,
+        "axes.titlesize": FONT_SIZE,
+        "axes.labelsize": FONT_SIZE,
+        "xtick.labelsize": FONT_SIZE - 1,
+        "ytick.labelsize": FONT_SIZE - 1,
+        "legend.fontsize": FONT_SIZE - 1,
+        "figure.titlesize": FONT_SIZE + 1,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "lines.linewidth": 1.0,
+        "pdf.fonttype": 42,
+        "ps.fonttype": 42,
+        "svg.fonttype": "path",
+        "savefig.dpi": 300,
+        "figure.dpi": 100,
+        "mathtext.default": "regular",
+    }
+
+
+mpl.rcParams["pdf.fonttype"] = 42
+mpl.rcParams["ps.fonttype"] = 42
+
+
+@contextlib.contextmanager
+def style() -> Iterator[None]:
+    """Draw and save inside this context to get the paper's style."""
+    with mpl.rc_context(rc()):
+        yield
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """A constrained-layout figure (no pyplot state) of the given size in inches."""
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def rule_color(rule: str) -> Any:
+    """The rule's fixed colour; rules beyond the paper's get a stable colour from their name."""
+    if rule in RULE_COLORS:
+        return RULE_COLORS[rule]
+    digest = int(hashlib.sha1(rule.encode()).hexdigest(), 16)
+    return _EXTRA_COLORS[digest % len(_EXTRA_COLORS)]
+
+
+def axis_label(attrs: Mapping[Any, Any] | xr.DataArray) -> str:
+    """'Long name (units)' from the attrs; dimensionless ('1') quantities get no unit."""
+    if isinstance(attrs, xr.DataArray):
+        attrs = attrs.attrs
+    name = str(attrs.get("long_name") or attrs.get("standard_name") or "")
+    if not name:
+        raise ValueError("axis_label: the variable has no long_name attr")
+    if not re.match(r"^\w+\(", name):  # 'angle(W, …)' stays a function name
+        name = name[0].upper() + name[1:]
+    units = str(attrs.get("units", ""))
+    unit = UNITS.get(units, units)
+    return f"{name} ({unit})" if unit else name
+
+
+def label_axes(
+    ax: Axes, *, x: Mapping[Any, Any] | xr.DataArray, y: Mapping[Any, Any] | xr.DataArray
+) -> Axes:
+    """Label both axes from attrs."""
+    ax.set_xlabel(axis_label(x))
+    ax.set_ylabel(axis_label(y))
+    return ax
+
+
+def depth_color(depth: float) -> Any:
+    return mpl.colormaps[DEPTH_CMAP](float(depth))
+
+
+def depth_colorbar(
+    fig: Figure | SubFigure, axes: Sequence[Axes] | Axes, *, shrink: float = 0.9
+) -> Any:
+    """A colour bar for the depth colours (0 = first layer, 1 = classifier) beside ``axes``."""
+    mappable = ScalarMappable(norm=Normalize(0.0, 1.0), cmap=DEPTH_CMAP)
+    bar = fig.colorbar(mappable, ax=axes, ticks=[0.0, 0.5, 1.0], shrink=shrink, aspect=15)
+    bar.set_label("Relative depth")
+    return bar
+
+
+def band(
+    ax: Axes,
+    x: np.ndarray,
+    mean: np.ndarray,
+    spread: np.ndarray | None,
+    *,
+    color: Any,
+    label: str | None = None,
+    alpha: float = 0.3,
+    **line: Any,
+) -> Line2D:
+    """A line with a shaded band mean ± spread (no band where spread is NaN)."""
+    x, mean = np.asarray(x, dtype=float), np.asarray(mean, dtype=float)
+    (handle,) = ax.plot(x, mean, color=color, label=label, **line)
+    if spread is not None:
+        spread = np.asarray(spread, dtype=float)
+        ok = np.isfinite(mean) & np.isfinite(spread)
+        if ok.any():
+            ax.fill_between(
+                x, mean - spread, mean + spread, where=ok, color=color, alpha=alpha, linewidth=0
+            )
+    return handle
+
+
+def log_y(ax: Axes) -> Axes:
+    """Log y-axis whose labels stay readable: decades only, or three plain-number ticks when the
+    data span less than a decade (minor ticks unlabelled)."""
+    ax.set_yscale("log")
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    values = np.concatenate(
+        [np.asarray(line.get_ydata(), dtype=float).ravel() for line in ax.get_lines()] or [[]]
+    )
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size and values.max() / values.min() < 10:
+        low, high = values.min(), values.max()
+        ticks = np.unique([float(f"{v:.2g}") for v in np.geomspace(low, high, 3)])
+        ax.yaxis.set_major_locator(FixedLocator(ticks))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
+        ax.yaxis.set_minor_locator(NullLocator())
+    return ax
+
+
+def panel_letter(fig: Figure | SubFigure, letter: str, text: str = "") -> None:
+    """Bold panel letter (and a short caption) at the top left of a (sub)figure."""
+    fig.suptitle(f"$\\bf{{{letter}}}$  {text}".rstrip(), x=0.0, ha="left", fontsize=FONT_SIZE + 1)
+
+
+# ------------------------------------------------------------------------------ saving
+def _netcdf_attr(value: Any) -> Any:
+    if isinstance(value, str | int | float | np.integer | np.floating):
+        return value
+    if isinstance(value, bool | np.bool_):
+        return int(value)
+    if isinstance(value, list | tuple) and all(isinstance(v, int | float) for v in value):
+        return np.asarray(value)
+    return json.dumps(value, default=str)
+
+
+def netcdf_ready(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with attrs NetCDF can store (dicts, lists, bools and None as JSON text) and
+    string-like coordinates as plain unicode."""
+    out = ds.copy()
+    out.attrs = {k: _netcdf_attr(v) for k, v in ds.attrs.items()}
+    for name in list(out.variables):
+        var = out[name]
+        var.attrs = {k: _netcdf_attr(v) for k, v in var.attrs.items()}
+        if var.dtype.kind in "OT":
+            out[name] = var.astype(str)
+    return out
+
+
+def save(
+    fig: Figure,
+    data: xr.Dataset,
+    out_dir: str | Path,
+    stem: str,
+    *,
+    formats: Sequence[str] = FORMATS,
+) -> list[Path]:
+    """Write ``stem.<format>`` for each format and ``stem.nc`` (the Dataset the figure was drawn
+    from) into ``out_dir``; returns the paths written. NetCDF-4 via h5netcdf where h5py is
+    installed, else NetCDF-3 via scipy (:func:`alignment.recording.open.netcdf_engine`)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    unknown = [f for f in formats if f not in ("pdf", "png", "svg", "eps", "jpg", "tif")]
+    if unknown:
+        raise ValueError(f"unknown figure format(s) {', '.join(unknown)}; use pdf, png, svg")
+    paths = []
+    with style():
+        for fmt in formats:
+            path = out / f"{stem}.{fmt}"
+            fig.savefig(path, format=fmt, metadata=_metadata(fmt))
+            paths.append(path)
+    path = out / f"{stem}.nc"
+    netcdf_ready(data).to_netcdf(path, engine=netcdf_engine())
+    paths.append(path)
+    return paths
+
+
+def _metadata(fmt: str) -> dict[str, Any] | None:
+    """Reproducible files: no creation date in PDF/SVG."""
+    if fmt == "pdf":
+        return {"CreationDate": None, "ModDate": None}
+    if fmt == "svg":
+        return {"Date": None}
+    return None

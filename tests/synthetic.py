@@ -1,0 +1,265 @@
+"""Synthetic records for the analysis and figure tests, and a cached tiny trained run.
+
+:func:`synthetic_run` builds one run (step × layer × sample …) with every variable of the schema,
+realistic values for its rule (alignment settling where the paper says it does, test accuracy at
+epoch starts, Jacobians on the sparser schedule, a residual that decays exactly by c_t) and all
+run attrs; it passes :func:`alignment.recording.validate`. :func:`synthetic_runs` combines
+several with :func:`analyses.combine`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from alignment.config import Config, config_from_dict
+from alignment.recording.schema import RAW_QUANTITIES, VARIABLES, raw_name, validate
+from alignment.theory import decay_factors
+from alignment.training.schedules import learning_rate, weight_decay
+from analyses import combine
+
+LAYERS = ("fc1", "fc2", "fc3")
+RULE_OPTIONS: dict[str, dict[str, Any]] = {
+    "bp": {},
+    "fa": {"density": 1.0},
+    "dfa": {"density": 1.0},
+    "usf": {"density": 1.0},
+    "pfa": {"k": 10, "density": 1.0, "b_init": "random"},
+    "pfa_o": {"k": 1, "density": 1.0, "b_init": "orthogonal"},
+    "kp": {},
+}
+# (start, end) of feedback alignment per rule in degrees; the first FA layer stays near 90°.
+ALIGNMENT = {
+    "bp": (0.0, 0.0),
+    "fa": (90.0, 55.0),
+    "dfa": (90.0, 70.0),
+    "usf": (30.0, 45.0),
+    "pfa": (90.0, 19.0),
+    "pfa_o": (90.0, 6.0),
+    "kp": (90.0, 3.0),
+}
+FINAL_ACCURACY = {"bp": 0.98, "fa": 0.97, "dfa": 0.965, "usf": 0.972, "pfa": 0.981, "pfa_o": 0.982}
+
+
+def synthetic_config(
+    rule: str, *, data: str = "digits", model: str = "mlp", epochs: int = 4, **options: Any
+) -> Config:
+    """A valid config for the synthetic run (PFA-like rules get the paper's weight-decay burst)."""
+    decays = rule in ("pfa", "pfa_o", "kp")
+    raw = {
+        "name": f"synthetic_{rule}",
+        "model": {"name": model},
+        "rule": {"name": rule, **options},
+        "data": {"name": data, "batch_size": 32},
+        "optim": {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.03 if decays else 1e-4},
+        "lr_schedule": {"name": "multistep", "milestones": [epochs // 2], "gamma": 0.5},
+        "wd_schedule": {"gamma": 0.003 if decays else 1.0, "burst_epochs": 1},
+        "epochs": epochs,
+        "record": {"every": 1, "jacobian": "epoch", "probe_size": 4},
+    }
+    return config_from_dict(raw)
+
+
+def _var(name: str, values: np.ndarray) -> xr.Variable:
+    return xr.Variable(VARIABLES[name].dims, values, VARIABLES[name].attrs)
+
+
+def _curve(start: float, end: float, t: np.ndarray, rate: float = 4.0) -> np.ndarray:
+    return end + (start - end) * np.exp(-rate * t)
+
+
+def _schedules(config: Config, steps: np.ndarray, per_epoch: int) -> tuple[np.ndarray, ...]:
+    lr = np.array(
+        [
+            learning_rate(config.optim.lr, config.lr_schedule, s // per_epoch, config.epochs)
+            for s in steps
+        ]
+    )
+    wd = np.array(
+        [weight_decay(config.optim.weight_decay, config.wd_schedule, s, per_epoch) for s in steps]
+    )
+    return lr, wd
+
+
+def synthetic_run(
+    rule: str = "pfa",
+    seed: int = 0,
+    *,
+    data: str = "digits",
+    model: str = "mlp",
+    epochs: int = 4,
+    steps_per_epoch: int = 5,
+    layers: Sequence[str] = LAYERS,
+    samples: int = 4,
+    sv: int = 5,
+    options: dict[str, Any] | None = None,
+    raw: bool = False,
+) -> xr.Dataset:
+    """One synthetic run that passes the schema check (see the module docstring)."""
+    options = dict(RULE_OPTIONS.get(rule, {}) if options is None else options)
+    config = synthetic_config(rule, data=data, model=model, epochs=epochs, **options)
+    rng = np.random.default_rng([seed, sum(map(ord, rule)), len(layers)])
+    steps = np.arange(epochs * steps_per_epoch + 1)
+    epoch = steps // steps_per_epoch
+    t = steps / steps[-1]
+    n_layers = len(layers)
+    start_epoch = steps % steps_per_epoch == 0
+    lr, wd = _schedules(config, steps, steps_per_epoch)
+    density = float(options.get("density", 1.0))
+    final = FINAL_ACCURACY.get(rule, 0.95) - 0.03 * (1 - density) + 0.002 * rng.standard_normal()
+    test = np.where(start_epoch, _curve(0.1, final, t, 6.0), np.nan)
+    start, end = ALIGNMENT.get(rule, (90.0, 45.0))
+    align = _curve(start, end, t)[:, None] + rng.normal(0, 1.0, (steps.size, n_layers))
+    if rule == "fa":
+        align[:, 0] = 90 + rng.normal(0, 0.5, steps.size)
+    align[:, -1] = np.where(rule in ("bp", "dfa"), 0.0, align[:, -1] * 0.6)
+    align = np.clip(align, 0, 180) if rule != "bp" else np.zeros_like(align)
+    ratio = 1.0 + 0.05 * np.cos(np.radians(align)) + rng.normal(0, 0.01, align.shape)
+    grad = np.clip(align * 0.8 + rng.normal(0, 2, align.shape), 0, 180)
+    grad[:, -1] = 0.0
+    if rule == "bp":
+        grad[:] = 0.0
+    per_sample = np.clip(
+        grad[:, :, None] + rng.normal(0, 3, (steps.size, n_layers, samples)), 0, 180
+    )
+    per_sample[:, -1] = 0.0
+    if rule == "bp":
+        per_sample[:] = 0.0
+    jac = np.where(start_epoch[:, None, None], per_sample, np.nan)
+    sv_true = np.sort(rng.uniform(0.2, 2.0, (steps.size, n_layers, sv)), axis=-1)[..., ::-1]
+    sv_fb = sv_true * (1.0 if rule == "bp" else rng.uniform(0.5, 1.5, (1, n_layers, 1)))
+    sv_true = np.where(start_epoch[:, None, None], sv_true, np.nan)
+    sv_fb = np.where(start_epoch[:, None, None], sv_fb, np.nan)
+    residual = np.full((steps.size, n_layers), np.nan)
+    bbt = np.full((n_layers, 8), np.nan)
+    if rule in ("pfa", "pfa_o", "kp"):
+        c = decay_factors(lr[:-1], wd[:-1], config.optim.momentum)
+        residual = c[:, None] * rng.uniform(5, 40, n_layers)[None, :]
+    if rule in ("pfa", "pfa_o"):
+        k = float(options.get("k", 10))
+        bbt = np.sort(1 + rng.normal(0, 1 / np.sqrt(k) if rule == "pfa" else 0, (n_layers, 8)), -1)
+    loss = _curve(2.3, 0.1, t) + 0.02 * rng.standard_normal(steps.size)
+    ds = xr.Dataset(
+        {
+            "loss": _var("loss", loss),
+            "train_accuracy": _var("train_accuracy", np.clip(1 - loss / 2.5, 0, 1)),
+            "test_accuracy": _var("test_accuracy", test),
+            "test_loss": _var("test_loss", np.where(start_epoch, loss, np.nan)),
+            "lr": _var("lr", lr),
+            "weight_decay": _var("weight_decay", wd),
+            "feedback_alignment": _var("feedback_alignment", align),
+            "feedback_norm_ratio": _var("feedback_norm_ratio", ratio),
+            "grad_alignment": _var("grad_alignment", grad),
+            "grad_norm": _var("grad_norm", np.abs(rng.normal(1, 0.1, align.shape))),
+            "grad_bp_norm": _var("grad_bp_norm", np.abs(rng.normal(1, 0.1, align.shape))),
+            "delta_alignment": _var("delta_alignment", per_sample),
+            "jacobian_alignment": _var("jacobian_alignment", jac),
+            "jacobian_sv_true": _var("jacobian_sv_true", sv_true),
+            "jacobian_sv_fb": _var("jacobian_sv_fb", sv_fb),
+            "feedback_residual": _var("feedback_residual", residual),
+            "feedback_residual_rel": _var("feedback_residual_rel", residual / 10.0),
+            "bbt_eigenvalues": _var("bbt_eigenvalues", bbt),
+            "probe_label": _var("probe_label", np.arange(samples) % 10),
+            "probe_input": xr.Variable(
+                ("sample", "feature"), rng.normal(size=(samples, 6)), VARIABLES["probe_label"].attrs
+            ),
+        },
+        coords={"step": steps, "epoch": ("step", epoch), "layer": list(layers)},
+        attrs={
+            "config": config.to_json(),
+            "rule": rule,
+            "rule_options": json.dumps(options, sort_keys=True),
+            "seed": seed,
+            "alignment_version": "0.1.0",
+            "torch_version": "synthetic",
+            "python_version": "synthetic",
+            "git_sha": "0" * 40,
+            "start_time": "2024-01-01T00:00:00+00:00",
+            "steps_per_epoch": steps_per_epoch,
+        },
+    )
+    if raw:
+        ds = ds.merge(_raw(rng, layers, epochs, steps_per_epoch, samples), combine_attrs="override")
+    return validate(ds)
+
+
+def _raw(
+    rng: np.random.Generator, layers: Sequence[str], epochs: int, per_epoch: int, samples: int
+) -> xr.Dataset:
+    raw_steps = np.arange(epochs + 1) * per_epoch
+    data = {}
+    for i, layer in enumerate(layers):
+        shape = (3 if i == len(layers) - 1 else 6, 6)
+        drift = np.cumsum(rng.normal(size=(raw_steps.size, *shape)), axis=0)
+        for quantity in ("update", "grad_bp", "feedback"):
+            data[raw_name(quantity, layer)] = xr.Variable(
+                ("raw_step", f"{layer}__out", f"{layer}__in"),
+                drift + 0.1 * rng.normal(size=drift.shape),
+                RAW_QUANTITIES[quantity].attrs(layer),
+            )
+    return xr.Dataset(
+        data, coords={"raw_step": raw_steps, "raw_epoch": ("raw_step", np.arange(epochs + 1))}
+    )
+
+
+def synthetic_runs(
+    rules: Sequence[str] = ("bp", "fa", "dfa", "usf", "pfa", "pfa_o"),
+    seeds: Sequence[int] = (0, 1),
+    *,
+    densities: Sequence[float] | None = None,
+    **kwargs: Any,
+) -> xr.Dataset:
+    """Several synthetic runs combined along rule × seed (× density when ``densities``: every
+    rule but BP at each density)."""
+    runs = []
+    for rule in rules:
+        for seed in seeds:
+            if densities is None or rule == "bp":
+                runs.append(synthetic_run(rule, seed, **kwargs))
+                continue
+            for density in densities:
+                options = {**RULE_OPTIONS[rule], "density": float(density)}
+                runs.append(synthetic_run(rule, seed, options=options, **kwargs))
+    return combine(runs)
+
+
+# ------------------------------------------------------------------------------ a real tiny run
+TINY_RUN = {
+    "name": "tiny",
+    "model": {"name": "mlp"},
+    "data": {"name": "digits", "batch_size": 32, "eval_batch_size": 500},
+    "optim": {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.02},
+    "wd_schedule": {"gamma": 0.1, "burst_steps": 4},
+    "lr_schedule": {"name": "multistep", "milestones": [1], "gamma": 0.5},
+    "epochs": 2,
+    "max_steps_per_epoch": 4,
+    "record": {"every": 1, "jacobian": "epoch", "probe_size": 4, "flush_every": 4},
+}
+_TINY_RUNS: dict[str, Path] = {}
+
+
+def tiny_runs(factory: pytest.TempPathFactory) -> Path:
+    """A folder with two real tiny runs in the demo layout, ``<rule>/seed0`` for BP and PFA
+    (k = 2), trained once per test session on scikit-learn's digits (a few seconds)."""
+    if "root" not in _TINY_RUNS:
+        import torch
+
+        from alignment.training import train
+
+        root = factory.mktemp("tiny_runs")
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for rule, options in (("bp", {}), ("pfa", {"k": 2})):
+                config = config_from_dict({**TINY_RUN, "rule": {"name": rule, **options}})
+                train(config, root / rule, quiet=True)
+        finally:
+            torch.set_num_threads(threads)
+        _TINY_RUNS["root"] = root
+    return _TINY_RUNS["root"]
