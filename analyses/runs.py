@@ -12,16 +12,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Hashable, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-# The combination logic lives with open_runs; combine() feeds it Datasets instead of paths.
-from alignment.recording.open import _combined_attrs, _epochs, _grid, _option_dims, _unify_layers
-from alignment.recording.schema import validate
+from alignment.recording.open import combine_runs
 from analyses._common import last_finite, option_dims, run_dims
 from analyses.rules import order_rules, rule_label, sorted_rules
 
@@ -49,46 +46,7 @@ def combine(datasets: Sequence[xr.Dataset], *, names: Sequence[str] | None = Non
                 f"combine: dataset {i} already combines runs (run_dims {run_dims(ds)}); "
                 "combine single runs, e.g. the results of split_runs()"
             )
-    paths = [Path(n) for n in (names or [f"run{i}" for i in range(len(datasets))])]
-    rules = [str(ds.attrs["rule"]) for ds in datasets]
-    seeds = [int(ds.attrs["seed"]) for ds in datasets]
-    options = _option_dims([json.loads(ds.attrs["rule_options"]) for ds in datasets])
-    keys = [
-        repr((r, s, *(options[o][i] for o in options)))
-        for i, (r, s) in enumerate(zip(rules, seeds, strict=True))
-    ]
-    if len(set(keys)) < len(keys):
-        duplicate = next(k for k in keys if keys.count(k) > 1)
-        raise ValueError(
-            f"combine: two datasets have the same {('rule', 'seed', *options)} = {duplicate}"
-        )
-    attrs = _combined_attrs(datasets, paths, ["rule", "seed", *options])
-    datasets = _unify_layers(datasets)
-    epochs = _epochs(datasets)
-    prepared = []
-    for ds in datasets:
-        ds = ds.copy()
-        ds.attrs = {}
-        if epochs is not None and "epoch" in ds.coords:
-            ds = ds.drop_vars("epoch")
-        added = [d for d in ds.dims if d not in ds.indexes]
-        prepared.append(ds.assign_coords({d: np.arange(ds.sizes[d]) for d in added}))
-    joined = xr.concat(
-        prepared,
-        dim="run",
-        data_vars="all",
-        coords="different",
-        compat="equals",
-        join="outer",
-        combine_attrs="override",
-    )
-    joined = _grid(joined, {"rule": rules, "seed": seeds, **options})
-    added = {d for ds in datasets for d in ds.dims if d not in ds.indexes}
-    joined = joined.drop_vars([d for d in added if d in joined.coords])
-    if epochs is not None:
-        joined = joined.assign_coords(epoch=epochs.reindex(step=joined["step"]))
-    joined.attrs = attrs
-    return validate(joined)
+    return combine_runs(datasets, list(names) if names is not None else None)
 
 
 def as_combined(ds: xr.Dataset) -> xr.Dataset:
