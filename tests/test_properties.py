@@ -934,6 +934,8 @@ def test_dfa_mlp_matches_explicit_formula(widths, density, seed, batch) -> None:
     logits = h.requires_grad_(True)
     (e_out,) = torch.autograd.grad(F.cross_entropy(logits, labels), logits)
     Ds = [layer.D * mask_of(layer, "D") for layer in layers]
+    for layer, D in zip(layers, Ds, strict=True):  # the metric reports what the backward uses
+        assert torch.equal(layer.feedback_matrix(), D)
     got = all_grads(net, x, lambda y: F.cross_entropy(y, labels))
     for i in range(len(layers)):
         if i == len(layers) - 1:
@@ -981,6 +983,7 @@ def test_dfa_conv_net_matches_explicit_formula(case, density, seed) -> None:
     d_lin = (e_out @ (lin.D * mask_of(lin, "D"))).reshape(h2.shape) * (1 - h2**2)
     tiled = e_out[:, :, None, None].expand(-1, -1, *h2.shape[-2:])
     d2 = c2.D * mask_of(c2, "D")
+    assert torch.equal(c2.feedback_matrix(), d2)
     e_h1 = oracle(lambda a, w, b: case.conv(a, w, b, groups=1), h1, d2, None, d2, tiled)["input"]
     d_c1 = e_h1 * (1 - h1**2)
     want2 = oracle(case.conv, h1, w2, b2, w2, d_lin)
