@@ -1,6 +1,6 @@
 """Shared Hypothesis strategies: layer shapes, conv geometry, k, density, seeds, SGD schedules.
 
-Everything is kept small (a handful of units, spatial sizes up to 7) so that one example of a
+Everything is kept small (a handful of units, spatial sizes up to 9) so that one example of a
 property costs milliseconds; the profiles in ``tests/conftest.py`` decide how many are drawn.
 """
 
@@ -134,8 +134,7 @@ class ConvCase:
         if self.padding == "valid":
             return (0, 0, 0, 0)
         if self.padding == "same":
-            totals = [d * (k - 1) for k, d in zip(self.kernel_size, self.dilation, strict=True)]
-            (th, tw) = totals
+            th, tw = (d * (k - 1) for k, d in zip(self.kernel_size, self.dilation, strict=True))
             return (tw // 2, tw - tw // 2, th // 2, th - th // 2)
         ph, pw = self.padding
         return (pw, pw, ph, ph)
@@ -148,7 +147,7 @@ def _min_size(kernel: int, dilation: int, pad: int) -> int:
 @st.composite
 def conv_cases(draw: st.DrawFn, max_groups: int = 3, max_per_group: int = 3) -> ConvCase:
     """Stride 1–2, padding int/'same'/'valid' ('same' only with stride 1), dilation 1–2, groups
-    dividing both channel counts, bias on/off, zero/circular/reflect padding, spatial size ≤ 7."""
+    dividing both channel counts, bias on/off, zero/circular/reflect padding, inputs ≤ 9×9."""
     groups = draw(st.integers(1, max_groups))
     in_channels = groups * draw(st.integers(1, max_per_group))
     out_channels = groups * draw(st.integers(1, max_per_group))
