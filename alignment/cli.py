@@ -11,20 +11,30 @@ from alignment.config import ConfigError, bundled_configs, load_config
 
 def _train(args: argparse.Namespace) -> int:
     from alignment.training import train
+    from alignment.training.distributed import shutdown, world_from_env
 
     config = load_config(args.config, args.set)
     out = Path(args.out) if args.out else Path("out") / config.name
-    results = train(config, out, seeds=args.seeds, device=args.device, quiet=args.quiet)
-    for result in results:
-        _print_info(result.run_dir)
+    try:
+        results = train(config, out, seeds=args.seeds, device=args.device, quiet=args.quiet)
+    finally:
+        shutdown()
+    if world_from_env().is_main:  # under torchrun, rank 0 reports
+        for result in results:
+            _print_info(result.run_dir)
     return 0
 
 
 def _resume(args: argparse.Namespace) -> int:
     from alignment.training import resume
+    from alignment.training.distributed import shutdown, world_from_env
 
-    result = resume(Path(args.run_dir), device=args.device, quiet=args.quiet)
-    _print_info(result.run_dir)
+    try:
+        result = resume(Path(args.run_dir), device=args.device, quiet=args.quiet)
+    finally:
+        shutdown()
+    if world_from_env().is_main:
+        _print_info(result.run_dir)
     return 0
 
 

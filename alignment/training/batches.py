@@ -2,6 +2,9 @@
 
 The order of epoch ``e`` is a permutation drawn from a generator seeded by (seed, e) alone, so a
 run resumed at batch ``i`` of epoch ``e`` sees exactly the batches the uninterrupted run saw.
+Under torchrun each of the ``world_size`` ranks takes its share of every global batch through a
+:class:`~torch.utils.data.DistributedSampler` over that same permutation: the ranks' batches of
+``batch_size / world_size`` samples together are exactly the single-process batch.
 In-memory datasets (``TensorDataset``) are batched by fancy indexing; others through a
 ``DataLoader`` over the epoch's remaining batches (``num_workers=0`` keeps augmentation on the
 global torch RNG, which checkpoints restore; with workers a resumed epoch draws other crops).
@@ -13,7 +16,7 @@ from collections.abc import Iterator
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 
 
 class Batches:
@@ -25,9 +28,17 @@ class Batches:
         *,
         limit: int | None = None,
         num_workers: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
         self.num_workers = num_workers
+        self.rank, self.world_size = rank, world_size
+        if batch_size % world_size:
+            raise ValueError(
+                f"data.batch_size {batch_size} is not divisible by the {world_size} processes; "
+                "use a multiple of --nproc_per_node"
+            )
         per_epoch = len(dataset) // batch_size  # drop the last partial batch, as the paper
         if per_epoch == 0:
             raise ValueError(
@@ -37,16 +48,23 @@ class Batches:
         self.per_epoch = per_epoch if limit is None else min(per_epoch, limit)
 
     def order(self, epoch: int) -> Tensor:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(len(self.dataset), generator=generator)
+        """This rank's samples of ``epoch`` in order: every ``world_size``-th entry of the epoch's
+        permutation (the whole permutation in a single process)."""
+        sampler = DistributedSampler(
+            self.dataset,
+            num_replicas=self.world_size,
+            rank=self.rank,
+            shuffle=True,
+            seed=self.seed * 1_000_003,  # the sampler's generator is seeded with seed + epoch
+            drop_last=True,
+        )
+        sampler.set_epoch(epoch)
+        return torch.tensor(list(sampler), dtype=torch.long)
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        """The batches of ``epoch`` from batch index ``start`` on."""
-        order = self.order(epoch)
-        indices = [
-            order[i * self.batch_size : (i + 1) * self.batch_size]
-            for i in range(start, self.per_epoch)
-        ]
+        """This rank's batches of ``epoch`` from batch index ``start`` on."""
+        order, size = self.order(epoch), self.batch_size // self.world_size
+        indices = [order[i * size : (i + 1) * size] for i in range(start, self.per_epoch)]
         if isinstance(self.dataset, TensorDataset):
             x, y = self.dataset.tensors
             for index in indices:

@@ -2,6 +2,8 @@
 
 A run directory holds ``config.yaml`` (the resolved config, one seed), ``record.zarr`` (the
 recorder's Dataset), ``checkpoint.pt`` (latest checkpoint) and ``DONE`` once finished.
+Launched by ``torchrun`` the same code trains data-parallel (see
+:mod:`alignment.training.distributed`): rank 0 evaluates, records and checkpoints.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from alignment.models import MODELS
 from alignment.recording import Recorder, schedules
 from alignment.training.batches import Batches, evaluate, stack_first
 from alignment.training.checkpoint import load_checkpoint, save_checkpoint
+from alignment.training.distributed import World, setup, wrap
 from alignment.training.schedules import learning_rate, weight_decay
 
 DONE = "DONE"
@@ -97,7 +100,8 @@ def _divergence(model: nn.Module, config: Config, step: int, epoch: int, loss: f
     )
 
 
-def _recorder(config: Config, model, run_dir, probe, optimizer, seed, per_epoch, resume):
+def _record_schedules(config: Config, per_epoch: int) -> dict[str, schedules.Schedule]:
+    """The recorder's schedules: main record, Jacobians, raw tensors."""
     record = config.record
     epoch_start = schedules.epoch_end(per_epoch)
     jacobian = (
@@ -107,15 +111,22 @@ def _recorder(config: Config, model, run_dir, probe, optimizer, seed, per_epoch,
         if record.jacobian == "epoch"
         else schedules.every(int(record.jacobian))
     )
+    return {
+        "schedule": schedules.every(record.every) | epoch_start,
+        "jacobian_schedule": jacobian,
+        "raw_schedule": epoch_start if record.raw_layers else schedules.never,
+    }
+
+
+def _recorder(config: Config, model, run_dir, probe, optimizer, seed, per_epoch, resume):
+    record = config.record
     return Recorder(
         model,
         run_dir,
         probe=probe,
         loss_fn=F.cross_entropy,
         optimizer=optimizer,
-        schedule=schedules.every(record.every) | epoch_start,
-        jacobian_schedule=jacobian,
-        raw_schedule=epoch_start if record.raw_layers else schedules.never,
+        **_record_schedules(config, per_epoch),
         raw_layers=tuple(record.raw_layers),
         config=config.to_dict(),
         seed=seed,
@@ -136,11 +147,11 @@ def train_run(
 ) -> RunResult:
     """Train ``config`` with ``seed`` into ``run_dir`` (continuing its checkpoint if ``resume``)."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:  # from step 0: what an earlier attempt left before its first checkpoint goes
-        shutil.rmtree(run_dir / "record.zarr", ignore_errors=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump({**config.to_dict(), "seeds": [seed]}))
-    device = resolve_device(device or config.device)
+    world, device = setup(resolve_device(device or config.device))
+    resume = bool(world.broadcast(resume))  # every rank follows rank 0's view of the directory
+    if world.is_main:
+        _prepare(run_dir, config, seed, resume)
+    world.barrier()
     torch.manual_seed(seed)
     random.seed(seed)
     d = config.data
@@ -160,21 +171,24 @@ def train_run(
         seed,
         limit=config.max_steps_per_epoch,
         num_workers=d.num_workers,
+        rank=world.rank,
+        world_size=world.size,
     )
     per_epoch, total = batches.per_epoch, config.epochs * batches.per_epoch
     probe = tuple(t.to(device) for t in stack_first(splits.eval, config.record.probe_size))
-    recorder = _recorder(config, model, run_dir, probe, optimizer, seed, per_epoch, resume)
-    start, accuracies = 0, []
-    checkpoint = load_checkpoint(run_dir) if resume else None
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        torch.set_rng_state(checkpoint["torch_rng"])
-        random.setstate(checkpoint["python_rng"])
-        recorder.load_state_dict(checkpoint["recorder"])
-        start, accuracies = checkpoint["step"], list(checkpoint["accuracies"])
+    recorder = _RankRecorder(
+        _recorder(config, model, run_dir, probe, optimizer, seed, per_epoch, resume)
+        if world.is_main
+        else None,
+        world,
+        _record_schedules(config, per_epoch).values(),
+    )
+    start, accuracies = _restore(run_dir, model, optimizer, recorder) if resume else (0, [])
+    net = wrap(model, world, device)  # DDP under torchrun, the model itself otherwise
 
     def save(next_step: int) -> None:
+        if not world.is_main:
+            return
         recorder.flush()
         save_checkpoint(
             run_dir,
@@ -189,7 +203,12 @@ def train_run(
             },
         )
 
-    bar = tqdm(total=total, initial=start, disable=quiet, desc=f"{config.rule_name} seed {seed}")
+    bar = tqdm(
+        total=total,
+        initial=start,
+        disable=quiet or not world.is_main,
+        desc=f"{config.rule_name} seed {seed}",
+    )
     step = start
     try:
         for epoch in range(start // per_epoch, config.epochs + 1):
@@ -197,30 +216,26 @@ def train_run(
             data = batches.epoch(epoch, first) if epoch < config.epochs else batches.epoch(0)
             for i, (x, y) in enumerate(data, start=first):
                 step = epoch * per_epoch + i
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(
-                        config.optim.lr, config.lr_schedule, epoch, config.epochs
-                    )
-                    group["weight_decay"] = weight_decay(
-                        config.optim.weight_decay, config.wd_schedule, step, per_epoch
-                    )
+                _schedule(optimizer, config, epoch, step, per_epoch)
                 x, y = x.to(device), y.to(device)
                 scalars = {}
-                if i == 0:  # epoch start, and once after training: evaluate
+                if i == 0 and world.is_main:  # epoch start, and once after training: evaluate
                     accuracies.append(evaluate(model, splits.eval, d.eval_batch_size, device))
                     scalars["test_accuracy"] = accuracies[-1]
                 recorder.step(x, y, step=step, epoch=epoch, **scalars)
                 if epoch == config.epochs:
                     break
-                loss = F.cross_entropy(model(x), y)
+                loss = F.cross_entropy(net(x), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                loss = world.mean(loss.detach())  # the global batch's loss
                 value = loss.item()
-                if not torch.isfinite(loss):
+                if not torch.isfinite(loss):  # every rank sees the same mean, so all stop
                     raise DivergenceError(_divergence(model, config, step, epoch, value))
                 optimizer.step()
                 bar.update()
-                bar.set_postfix(loss=f"{value:.3f}", acc=f"{accuracies[-1]:.3f}")
+                if world.is_main:
+                    bar.set_postfix(loss=f"{value:.3f}", acc=f"{accuracies[-1]:.3f}")
                 if (step + 1) % per_epoch == 0 or (
                     config.checkpoint_every and (step + 1) % config.checkpoint_every == 0
                 ):
@@ -228,17 +243,74 @@ def train_run(
     finally:
         bar.close()
         recorder.close()
+    accuracies = world.broadcast(accuracies)
     result = RunResult(run_dir, accuracies[-1], max(accuracies), total)
-    (run_dir / DONE).write_text(
-        json.dumps(
-            {
-                "final_accuracy": result.final_accuracy,
-                "best_accuracy": result.best_accuracy,
-                "steps": total,
-            }
-        )
-    )
+    if world.is_main:
+        done = {"final_accuracy": accuracies[-1], "best_accuracy": max(accuracies), "steps": total}
+        (run_dir / DONE).write_text(json.dumps(done))
+    world.barrier()
     return result
+
+
+def _restore(run_dir: Path, model, optimizer, recorder) -> tuple[int, list[float]]:
+    """Load ``run_dir``'s checkpoint (on every rank: rank 0's); the step and accuracies so far."""
+    checkpoint = load_checkpoint(run_dir)
+    if checkpoint is None:
+        return 0, []
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    torch.set_rng_state(checkpoint["torch_rng"])
+    random.setstate(checkpoint["python_rng"])
+    recorder.load_state_dict(checkpoint["recorder"])
+    return checkpoint["step"], list(checkpoint["accuracies"])
+
+
+def _prepare(run_dir: Path, config: Config, seed: int, resume: bool) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:  # from step 0: what an earlier attempt left before its first checkpoint goes
+        shutil.rmtree(run_dir / "record.zarr", ignore_errors=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump({**config.to_dict(), "seeds": [seed]}))
+
+
+def _schedule(optimizer, config: Config, epoch: int, step: int, per_epoch: int) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate(config.optim.lr, config.lr_schedule, epoch, config.epochs)
+        group["weight_decay"] = weight_decay(
+            config.optim.weight_decay, config.wd_schedule, step, per_epoch
+        )
+
+
+class _RankRecorder:
+    """The recorder as every rank sees it: rank 0 records, on the global batch (gathered from
+    all ranks at the steps its schedules record, as a single process would see it); the other
+    ranks only take part in the gather."""
+
+    def __init__(self, recorder: Recorder | None, world: World, schedule_list) -> None:
+        self.recorder, self.world = recorder, world
+        self.recorded = schedules.never
+        for schedule in schedule_list:
+            self.recorded = self.recorded | schedule
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, *, step: int, epoch: int, **scalars) -> None:
+        if self.world.distributed and self.recorded(step):
+            x, y = self.world.gather(x), self.world.gather(y)
+        if self.recorder is not None:
+            self.recorder.step(x, y, step=step, epoch=epoch, **scalars)
+
+    def flush(self) -> None:
+        if self.recorder is not None:
+            self.recorder.flush()
+
+    def close(self) -> None:
+        if self.recorder is not None:
+            self.recorder.close()
+
+    def state_dict(self) -> dict:
+        return self.recorder.state_dict() if self.recorder is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.recorder is not None:
+            self.recorder.load_state_dict(state)
 
 
 def run_dirs(out: Path, seeds: list[int]) -> list[Path]:
