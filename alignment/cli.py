@@ -1,4 +1,4 @@
-"""The ``alignment`` command line: train, resume, info, configs (``alignment --help``)."""
+"""The ``alignment`` command line: train, resume, info, configs, sweep (``alignment --help``)."""
 
 from __future__ import annotations
 
@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     from alignment.cli_figures import add_commands
 
     add_commands(sub)
+    from alignment.cli_sweep import add_commands as add_sweep_commands
+
+    add_sweep_commands(sub)
     return parser
 
 
