@@ -1,11 +1,12 @@
 """``alignment sweep`` and ``alignment sweep-status``: a sweep spec's runs, trained or reported.
 
 * ``alignment sweep SPEC [--executor local|slurm] [--jobs N] [--dry-run] [--out DIR]
-  [--set KEY=VALUE] [--partition P] [--time T] [--gpus N] [--cpus N] [--mem-gb G]`` trains the
-  runs that are not done (interrupted ones resume) into ``OUT/<run id>`` (default
-  ``out/sweeps/<spec name>``): ``local`` (the default) with ``--jobs`` worker processes,
-  ``slurm`` as one submitit array job with at most ``--jobs`` tasks at once (default: the spec's
-  ``slurm.array_parallelism``). ``--dry-run`` lists what would happen (and prints the sbatch
+  [--set KEY=VALUE] [--partition P] [--time T] [--gpus N] [--tasks N] [--cpus N]
+  [--mem-gb G]`` trains the runs that are not done (interrupted ones resume) into
+  ``OUT/<run id>`` (default ``out/sweeps/<spec name>``): ``local`` (the default) with
+  ``--jobs`` worker processes, ``slurm`` as one submitit array job with at most ``--jobs`` tasks
+  at once (default: the spec's ``slurm.array_parallelism``); ``--tasks N`` makes each run
+  data-parallel over N tasks. ``--dry-run`` lists what would happen (and prints the sbatch
   script for slurm) without training or submitting.
 * ``alignment sweep-status SPEC [--out DIR]``: one line per run (done, running, failed,
   interrupted, pending) with its accuracy, progress or error.
@@ -85,6 +86,11 @@ def add_commands(subparsers: Any) -> None:
     slurm.add_argument("--partition")
     slurm.add_argument("--time", help="per run: minutes or [D-]HH:MM:SS")
     slurm.add_argument("--gpus", type=int, help="GPUs per node (per run)")
+    slurm.add_argument(
+        "--tasks",
+        type=int,
+        help="tasks per node (per run): > 1 trains each run data-parallel, one rank per task",
+    )
     slurm.add_argument("--cpus", type=_positive, help="CPUs per task (per run)")
     slurm.add_argument("--mem-gb", type=float, help="memory per run in GB")
     slurm.add_argument(
@@ -144,6 +150,7 @@ def _resources(spec: Any, args: argparse.Namespace) -> Any:
         partition=args.partition,
         time=args.time,
         gpus_per_node=args.gpus,
+        tasks_per_node=args.tasks,
         cpus_per_task=args.cpus,
         mem_gb=args.mem_gb,
         array_parallelism=args.jobs,

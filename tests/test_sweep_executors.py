@@ -209,6 +209,7 @@ def test_the_submitted_sbatch_script_asks_for_the_resources(
     runs = expand(load_spec(spec), out)
     args = ["sweep", str(spec), "--out", str(out), "--executor", "slurm", "--partition", "gpu"]
     args += ["--time", "1-02:00:00", "--gpus", "2", "--cpus", "3", "--mem-gb", "12", "--jobs", "3"]
+    args += ["--tasks", "2"]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "submitted array job 4242 (slurm) with 4 run(s)" in printed
@@ -220,6 +221,7 @@ def test_the_submitted_sbatch_script_asks_for_the_resources(
         "#SBATCH --partition=gpu",
         "#SBATCH --time=1560",
         "#SBATCH --gpus-per-node=2",
+        "#SBATCH --ntasks-per-node=2",
         "#SBATCH --cpus-per-task=3",
         "#SBATCH --mem=12GB",
         "#SBATCH --array=0-3%3",
@@ -305,3 +307,30 @@ def test_a_sweep_killed_halfway_resumes_where_it_stopped(
     assert any(resume for _, resume in calls.calls)
     assert {p: stamp(p) for p in before} == before
     assert all((r.run_dir / "DONE").exists() for r in runs)
+
+
+def test_a_run_over_two_slurm_tasks_trains_data_parallel_like_one_process(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``tasks_per_node: 2``: the two tasks of the job are the ranks of one DDP run (gloo here,
+    through submitit's local executor), which trains what one process trains."""
+    import torch
+
+    from alignment.config import config_from_dict
+
+    spec = tiny_spec(
+        tmp_path,
+        axes={"config": ["demo/pfa"], "seed": [0]},
+        slurm={"tasks_per_node": 2, "time": 10},
+    )
+    out = tmp_path / "out"
+    args = ["sweep", str(spec), "--out", str(out), "--executor", "slurm"]
+    assert main([*args, "--submitit-cluster", "local"]) == 0
+    assert "1 runs: 1 done" in capsys.readouterr().out
+    (run,) = expand(load_spec(spec), out)
+    (reference,) = [train_run(run.config, tmp_path / "single", run.seed, quiet=True)]
+    ours = torch.load(run.run_dir / "checkpoint.pt", weights_only=True)["model"]
+    theirs = torch.load(reference.run_dir / "checkpoint.pt", weights_only=True)["model"]
+    for name in ours:
+        torch.testing.assert_close(ours[name], theirs[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert config_from_dict(run.config.to_dict()) == run.config

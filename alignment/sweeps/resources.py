@@ -6,6 +6,8 @@
       partition: gpu            # sbatch --partition
       time: "12:00:00"          # per run: minutes (720) or [D-]HH:MM:SS, as sbatch takes it
       gpus_per_node: 1          # --gpus-per-node (0: none requested)
+      tasks_per_node: 1         # --ntasks-per-node: > 1 trains each run data-parallel, one
+                                # torchrun-style rank per task (usually = gpus_per_node)
       cpus_per_task: 4          # --cpus-per-task; also the torch threads of the run
       mem_gb: 16                # --mem=16GB
       array_parallelism: 30     # --array=0-N%30: at most 30 runs at once
@@ -35,6 +37,7 @@ class SlurmResources:
     partition: str | None = None
     time: int = 60
     gpus_per_node: int = 0
+    tasks_per_node: int = 1
     cpus_per_task: int = 1
     mem_gb: float | None = None
     array_parallelism: int = 32
@@ -99,7 +102,13 @@ def _check(key: str, value: Any, source: Path | str) -> Any:
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise ConfigError(f"{where} must map sbatch flags to values, got {value!r}")
         return dict(value)
-    least = {"gpus_per_node": 0, "max_requeues": 0, "cpus_per_task": 1, "array_parallelism": 1}
+    least = {
+        "gpus_per_node": 0,
+        "tasks_per_node": 1,
+        "max_requeues": 0,
+        "cpus_per_task": 1,
+        "array_parallelism": 1,
+    }
     if not isinstance(value, int) or isinstance(value, bool) or value < least[key]:
         raise ConfigError(f"{where} must be an integer ≥ {least[key]}, got {value!r}")
     return value
@@ -136,6 +145,7 @@ def sbatch_parameters(resources: SlurmResources, job_name: str) -> dict[str, Any
         "array_parallelism": r.array_parallelism,
         "partition": r.partition,
         "gpus_per_node": r.gpus_per_node or None,
+        "ntasks_per_node": r.tasks_per_node if r.tasks_per_node > 1 else None,
         "mem": _mem(r.mem_gb) if r.mem_gb else None,
         "account": r.account,
         "qos": r.qos,
@@ -155,6 +165,7 @@ def generic_parameters(resources: SlurmResources, job_name: str) -> dict[str, An
         "timeout_min": r.time,
         "cpus_per_task": r.cpus_per_task,
         "gpus_per_node": r.gpus_per_node or None,
+        "tasks_per_node": r.tasks_per_node if r.tasks_per_node > 1 else None,
         "mem_gb": r.mem_gb,
     }
     return {k: v for k, v in params.items() if v is not None}

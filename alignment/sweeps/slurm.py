@@ -40,13 +40,35 @@ CLUSTERS = ("slurm", "local", "debug")
 class SlurmTask(submitit.helpers.Checkpointable):
     """One array task: train one run with ``$SLURM_CPUS_PER_TASK`` torch threads. Being
     ``Checkpointable``, it is requeued with the same arguments on timeout or preemption, and
-    :func:`~alignment.sweeps.worker.train_one` resumes the run from its checkpoint."""
+    :func:`~alignment.sweeps.worker.train_one` resumes the run from its checkpoint.
+
+    With ``tasks_per_node > 1`` the job's tasks are the ranks of one data-parallel run: each
+    exports the torchrun environment (RANK, WORLD_SIZE, MASTER_ADDR, …) that
+    :mod:`alignment.training.distributed` reads, then trains its share."""
 
     def __call__(
         self, config: Config, run_dir: str, seed: int, device: str | None = None
     ) -> Outcome:
         threads = int(os.environ.get("SLURM_CPUS_PER_TASK") or 0) or None
-        return train_one(config, run_dir, seed, device=device, threads=threads)
+        if _tasks() == 1:
+            return train_one(config, run_dir, seed, device=device, threads=threads)
+        from alignment.training.distributed import shutdown
+
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        try:
+            return train_one(
+                config, run_dir, seed, device=device, threads=threads, distributed=True
+            )
+        finally:
+            shutdown()
+
+
+def _tasks() -> int:
+    """How many tasks the job running this has (1 outside a submitit job)."""
+    try:
+        return submitit.JobEnvironment().num_tasks
+    except RuntimeError:  # not inside a submitit job (a pickled task run by hand)
+        return 1
 
 
 class _ScriptOnlySlurmExecutor(SlurmExecutor):
@@ -152,7 +174,7 @@ def wait(jobs: list[submitit.Job[Outcome]]) -> list[Outcome | BaseException]:
     with _closing_removed_handlers():
         for job in jobs:
             try:
-                results.append(job.result())
+                results.append(job.results()[0])  # a data-parallel run: rank 0's
             except Exception as error:
                 results.append(error)
     return results

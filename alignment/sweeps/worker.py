@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 import traceback
 from collections.abc import Iterator
@@ -90,28 +91,38 @@ def train_one(
     *,
     device: str | None = None,
     threads: int | None = None,
+    distributed: bool = False,
 ) -> Outcome:
     """Train ``config`` with ``seed`` into ``run_dir`` unless it is done or running elsewhere;
     resume it from its checkpoint if it has one. An exception is written (with its traceback)
-    to ``run_dir/ERROR`` and raised again."""
+    to ``run_dir/ERROR`` and raised again.
+
+    ``distributed``: this process is one rank of a data-parallel run (its environment says
+    which); every rank trains, without the lock (a rank that skipped would leave the others
+    waiting), and rank 0 writes ``ERROR``.
+    """
     run_dir = Path(run_dir)
     start = time.monotonic()
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    with run_lock(run_dir) as held:
+    lock = contextlib.nullcontext(True) if distributed else run_lock(run_dir)
+    with lock as held:
         if not held:
             return Outcome(run_dir, "running")
         if (run_dir / DONE).exists():
             info = json.loads((run_dir / DONE).read_text())
             return Outcome(run_dir, "skipped", info["final_accuracy"], info["steps"])
-        (run_dir / ERROR).unlink(missing_ok=True)
+        main = os.environ.get("RANK", "0") == "0" if distributed else True
+        if main:
+            (run_dir / ERROR).unlink(missing_ok=True)
         resume = (run_dir / CHECKPOINT).exists()
         try:
             result = train_run(config, run_dir, seed, device=device, quiet=True, resume=resume)
         except Exception:
-            (run_dir / ERROR).write_text(traceback.format_exc())
+            if main:
+                (run_dir / ERROR).write_text(traceback.format_exc())
             raise
     action = "resumed" if resume else "trained"
     return Outcome(run_dir, action, result.final_accuracy, result.steps, time.monotonic() - start)
