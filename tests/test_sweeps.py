@@ -175,7 +175,8 @@ def test_bundled_specs_expand_to_the_paper_configs(name: str) -> None:
 def test_bundled_specs_are_listed_and_found_by_name() -> None:
     assert sorted(bundled_specs()) == ["cifar10", "imagenet", "mnist", "sparse"]
     assert load_spec("sparse.yaml").name == "sparse"
-    assert resources_from_dict(load_spec("imagenet").slurm, "x").gpus_per_node == 1
+    imagenet = resources_from_dict(load_spec("imagenet").slurm, "x")
+    assert imagenet.gpus_per_node == imagenet.tasks_per_node == 4  # one DDP rank per GPU
 
 
 # ------------------------------------------------------------------------------ errors
