@@ -123,8 +123,9 @@ def build_from_runs(
     only: Sequence[str] | None = None,
     suffix: str = "",
 ) -> dict[str, list[Path]]:
-    """Open the runs (grouped by data set and model), build the figures, print what was built
-    and what skipped. Returns the files written per figure."""
+    """Open the runs lazily (grouped by data set and model; :func:`alignment.open_runs`: each
+    figure reads and reduces only what it draws), build the figures, print what was built and
+    what skipped. Returns the files written per figure."""
     from alignment.recording import open_runs
     from figures.build import NO_RUNS, build_figures
 

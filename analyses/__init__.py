@@ -1,7 +1,10 @@
 """Analyses of recorded runs: pure functions from Datasets to Datasets/DataArrays.
 
-No I/O and no plotting; options are keyword-only; ``long_name`` and ``units`` attrs are kept or
-set so that figures label their axes from them; everything chains with ``.pipe``::
+They take numpy-backed Datasets or the lazy (dask-backed) ones :func:`alignment.open_runs`
+returns, and return lazy results for lazy input (call ``.compute()`` on them: they are small);
+the few that need values to decide (which options a rule has, which steps hold Jacobians) read
+only those. No I/O and no plotting; options are keyword-only; ``long_name`` and ``units`` attrs
+are kept or set so that figures label their axes from them; everything chains with ``.pipe``::
 
     from alignment import open_runs
     import analyses as an

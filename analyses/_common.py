@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from typing import TypeVar
 
 import numpy as np
@@ -40,10 +40,38 @@ def option_dims(ds: xr.Dataset | xr.DataArray) -> tuple[str, ...]:
     return tuple(dim for dim in run_dims(ds) if dim not in ("rule", "seed"))
 
 
+def _last_finite(values: np.ndarray) -> np.ndarray:
+    """numpy kernel of :func:`last_finite` along the last axis."""
+    finite = np.isfinite(values)
+    at = values.shape[-1] - 1 - finite[..., ::-1].argmax(axis=-1)
+    picked = np.take_along_axis(values, at[..., None], axis=-1)[..., 0]
+    return np.where(finite.any(axis=-1), picked, np.nan)
+
+
+def select_variables(ds: xr.Dataset, names: Sequence[str]) -> xr.Dataset:
+    """The variables ``names`` of ``ds`` that it has, and ``loss`` (what tells grid points with
+    a run from those without), with every coordinate and attr. Selecting first keeps the other
+    analyses from indexing (and, on lazy runs, adding tasks for) variables nobody reads."""
+    keep = [n for n in (*names, "loss") if n in ds.data_vars]
+    return ds[list(dict.fromkeys(keep))]
+
+
 def last_finite(da: xr.DataArray, dim: str = "step") -> xr.DataArray:
     """The value at the last position along ``dim`` where ``da`` is finite (NaN if never)."""
     if dim not in da.dims:
         return da
+    if da.chunks is not None and da.dtype.kind == "f" and da.sizes[dim]:
+        # dask (lazy runs): one task per chunk; no index to compute first
+        out = xr.apply_ufunc(
+            _last_finite,
+            da,
+            input_core_dims=[[dim]],
+            dask="parallelized",
+            output_dtypes=[da.dtype],
+            dask_gufunc_kwargs={"allow_rechunk": True},
+            keep_attrs=True,
+        )
+        return out.drop_vars(_coords_on(da, dim), errors="ignore")
     finite = np.isfinite(da)
     index = (da.sizes[dim] - 1 - finite.isel({dim: slice(None, None, -1)}).argmax(dim)).compute()
     picked = da.isel({dim: index}).where(finite.any(dim))

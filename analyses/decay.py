@@ -137,6 +137,8 @@ def decay_alignment(ds: xr.Dataset) -> xr.Dataset:
     """
     if "feedback_residual" not in ds:
         raise ValueError("decay_alignment: the Dataset has no feedback_residual variable")
+    # the residual alone (one number per run, step and layer) is read once, not run by run
+    ds = ds[["feedback_residual"]].compute()
     template = ds["feedback_residual"]
     lead = [d for d in template.dims if d not in ("step", "layer")]
     shape = {

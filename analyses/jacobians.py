@@ -56,7 +56,8 @@ def jacobian_alignment_distribution(
     quantile) and ``pooled`` (…, layer): the same angles pooled over layers as well, histogram.
     """
     step = _step(ds, step)
-    da = ds["jacobian_alignment"].sel(step=step, drop=True)
+    # one step of every run, small: read it (histograms and quantiles pool over runs)
+    da = ds["jacobian_alignment"].sel(step=step, drop=True).compute()
     edges = np.linspace(0.0, 180.0, bins + 1) if isinstance(bins, int) else np.asarray(bins, float)
     centres = 0.5 * (edges[1:] + edges[:-1])
     pool = _pooled(ds)

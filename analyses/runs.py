@@ -19,7 +19,7 @@ import pandas as pd
 import xarray as xr
 
 from alignment.recording.open import combine_runs
-from analyses._common import last_finite, option_dims, run_dims
+from analyses._common import last_finite, option_dims, run_dims, select_variables
 from analyses.rules import order_rules, rule_label, sorted_rules
 
 T = TypeVar("T", xr.Dataset, xr.DataArray)
@@ -135,7 +135,7 @@ def collapse_options(ds: xr.Dataset, *, keep: Sequence[str] = ()) -> xr.Dataset:
     dims = [d for d in option_dims(ds) if d not in keep]
     if not dims:
         return order_rules(ds)
-    present = _presence(ds).any([d for d in run_dims(ds) if d not in ("rule", *dims)])
+    present = _presence(ds).any([d for d in run_dims(ds) if d not in ("rule", *dims)]).compute()
     stacked = present.stack(variant=dims)
     parts = []
     for rule in sorted_rules(ds["rule"].values):
@@ -156,10 +156,13 @@ def collapse_options(ds: xr.Dataset, *, keep: Sequence[str] = ()) -> xr.Dataset:
 
 # ------------------------------------------------------------------------------ over seeds
 def _stats(da: xr.DataArray, dim: str, ddof: int) -> xr.DataArray:
+    # Sums and divisions by masked counts rather than nanmean/nanstd: the same numbers, but no
+    # division by zero where no seed has a value, which dask (lazy runs) would warn about.
     values = da.astype(float)
     n = values.notnull().sum(dim)
-    mean = values.mean(dim, skipna=True)
-    std = values.std(dim, skipna=True, ddof=ddof).where(n > ddof)
+    mean = values.sum(dim, skipna=True) / n.where(n > 0)
+    squares = ((values - mean) ** 2).sum(dim, skipna=True)
+    std = np.sqrt(squares / (n - ddof).where(n > ddof))
     sem = std / np.sqrt(n.where(n > 0))
     out = xr.concat([mean, std, sem, n.astype(float)], dim="stat").assign_coords(
         stat=np.array(STATS)
@@ -202,7 +205,7 @@ def accuracy_table(
     ``final_mean``, ``final_std``, ``best_mean``, ``best_std`` (in % with ``percent``) and
     ``seeds`` (number of runs). Rows without runs have ``seeds`` = 0.
     """
-    ds = collapse_options(ds, keep=keep)
+    ds = collapse_options(select_variables(ds, [variable]), keep=keep)
     acc = ds[variable] * (100.0 if percent else 1.0)
     units = "%" if percent else ds[variable].attrs.get("units", "1")
     final = seed_statistics(last_finite(acc, "step"), ddof=ddof)

@@ -1,7 +1,9 @@
 """Publication figures: one module per figure, each with a pure ``make_figure(ds) -> Figure``,
 axes-level ``panel_*(ds, ax)`` helpers that return the axes, a ``figure_data(ds)`` that computes
 the Dataset the figure is drawn from (with :mod:`analyses`), and ``main(argv)`` that saves PDF,
-PNG and SVG beside that Dataset (``.nc``).
+PNG and SVG beside that Dataset (``.nc``). ``figure_data`` takes the lazy runs of
+:func:`alignment.open_runs` as well and returns its (small) Dataset computed: only the variables
+the figure uses are read, reduced over seeds run by run.
 
 =====================  ==========================================================================
 module                 figure

@@ -18,6 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from analyses._common import select_variables
 from analyses.decay import decay_alignment
 from analyses.rules import rule_label
 from analyses.runs import as_combined, collapse_options
@@ -31,7 +32,7 @@ DATA = "decay"
 
 def supports(ds: xr.Dataset) -> str | None:
     """None if the runs can draw this figure, else why not."""
-    if "feedback_residual" not in ds or not np.isfinite(ds["feedback_residual"].values).any():
+    if "feedback_residual" not in ds or not bool(np.isfinite(ds["feedback_residual"]).any()):
         return "no run records a feedback residual (PFA, PFA-o and KP do)"
     return None
 
@@ -43,7 +44,8 @@ def figure_data(ds: xr.Dataset) -> xr.Dataset:
     reason = supports(ds)
     if reason:
         raise ValueError(f"{NAME}: {reason}")
-    ds = collapse_options(as_combined(ds), keep=("density",) if "density" in ds.dims else ())
+    keep = ("density",) if "density" in ds.dims else ()
+    ds = collapse_options(as_combined(select_variables(ds, ["feedback_residual"])), keep=keep)
     decay = decay_alignment(ds)
     has = (
         decay["residual_ratio"]
@@ -61,7 +63,7 @@ def figure_data(ds: xr.Dataset) -> xr.Dataset:
     )
     out["relative_error"].attrs["long_name"] = "|relative deviation from c_t|"
     out.attrs = {"figure": DATA}
-    return with_depth(out)
+    return with_depth(out).compute()  # lazy runs (open_runs) are read here, reduced
 
 
 def _prepared(ds: xr.Dataset) -> xr.Dataset:

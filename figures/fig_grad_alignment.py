@@ -17,6 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from analyses._common import select_variables
 from analyses.gradients import grad_alignment_by_depth
 from analyses.rules import rule_label
 from analyses.runs import collapse_options, seed_statistics
@@ -31,7 +32,7 @@ DATA = "grad_alignment"
 
 def supports(ds: xr.Dataset) -> str | None:
     """None if the runs can draw this figure, else why not."""
-    if "grad_alignment" not in ds or not np.isfinite(ds["grad_alignment"].values).any():
+    if "grad_alignment" not in ds or not bool(np.isfinite(ds["grad_alignment"]).any()):
         return "no gradient alignment recorded"
     return None
 
@@ -42,7 +43,9 @@ def figure_data(ds: xr.Dataset, *, window: int = 1, ddof: int = 1) -> xr.Dataset
     reason = supports(ds)
     if reason:
         raise ValueError(f"{NAME}: {reason}")
-    ds = collapse_options(dense_runs(ds))
+    ds = collapse_options(
+        dense_runs(select_variables(ds, ["grad_alignment", "grad_norm", "grad_bp_norm"]))
+    )
     final = grad_alignment_by_depth(ds, window=window, ddof=ddof)["grad_alignment"]
     final.attrs = {
         **final.attrs,
@@ -55,7 +58,7 @@ def figure_data(ds: xr.Dataset, *, window: int = 1, ddof: int = 1) -> xr.Dataset
         }
     )
     out.attrs = {"figure": DATA}
-    return with_depth(out)
+    return with_depth(out).compute()  # lazy runs (open_runs) are read here, reduced
 
 
 def _prepared(ds: xr.Dataset) -> xr.Dataset:

@@ -19,6 +19,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from analyses._common import select_variables
 from analyses.jacobians import (
     jacobian_alignment_distribution,
     jacobian_steps,
@@ -47,12 +48,13 @@ def figure_data(ds: xr.Dataset, *, step: int | None = None, bins: int = 36) -> x
     reason = supports(ds)
     if reason:
         raise ValueError(f"{NAME}: {reason}")
-    ds = collapse_options(dense_runs(ds))
+    names = ["jacobian_alignment", "jacobian_sv_true", "jacobian_sv_fb"]
+    ds = collapse_options(dense_runs(select_variables(ds, names)))
     distribution = jacobian_alignment_distribution(ds, step=step, bins=bins)
     spectra = singular_value_spectra(ds, step=distribution.attrs["step"])
     out = xr.merge([distribution, spectra], compat="equals", join="exact", combine_attrs="override")
     out.attrs = {"figure": DATA, "step": distribution.attrs["step"]}
-    return out
+    return out.compute()  # lazy runs (open_runs) are read here, reduced
 
 
 def _prepared(ds: xr.Dataset) -> xr.Dataset:

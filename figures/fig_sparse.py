@@ -44,7 +44,7 @@ def figure_data(ds: xr.Dataset, *, ddof: int = 1) -> xr.Dataset:
         "description": "Fraction of feedback connections kept (Bernoulli mask).",
     }
     table.attrs = {**table.attrs, "figure": DATA}
-    return table
+    return table.compute()  # lazy runs (open_runs) are read here, reduced
 
 
 def _prepared(ds: xr.Dataset) -> xr.Dataset:

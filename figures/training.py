@@ -18,7 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from analyses._common import labelled
+from analyses._common import labelled, select_variables
 from analyses.rules import alignment_kind, rule_label
 from analyses.runs import as_combined, collapse_options, seed_statistics
 from analyses.trajectories import per_epoch, with_depth
@@ -64,15 +64,15 @@ def supports(ds: xr.Dataset, *, datasets: Sequence[str]) -> str | None:
 def figure_data(ds: xr.Dataset, *, how: str = "first", ddof: int = 1) -> xr.Dataset:
     """The figure's Dataset: ``test_accuracy`` in % and ``feedback_alignment``,
     ``feedback_norm_ratio`` per epoch, each with a ``stat`` dim (mean, std, sem, n over seeds)."""
-    ds = collapse_options(dense_runs(ds))
     names = [n for n in ("test_accuracy", "feedback_alignment", "feedback_norm_ratio") if n in ds]
+    ds = collapse_options(dense_runs(select_variables(ds, names)))
     if "test_accuracy" not in names:
         raise ValueError("the runs record no test_accuracy")
     epochs = per_epoch(ds[names], how=how)  # type: ignore[arg-type]
     epochs["test_accuracy"] = labelled(epochs["test_accuracy"] * 100.0, "test accuracy", "%")
     out = seed_statistics(epochs, ddof=ddof)
     out.attrs = {"figure": DATA, "datasets": json.dumps(datasets_of(ds)), "how": how}
-    return with_depth(out)
+    return with_depth(out).compute()  # lazy runs (open_runs) are read here, reduced
 
 
 def _prepared(ds: xr.Dataset) -> xr.Dataset:

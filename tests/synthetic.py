@@ -9,7 +9,9 @@ several with :func:`analyses.combine`.
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -87,6 +89,14 @@ def _schedules(config: Config, steps: np.ndarray, per_epoch: int) -> tuple[np.nd
     return lr, wd
 
 
+@functools.lru_cache(maxsize=32)
+def _decay(config_json: str, n_steps: int, per_epoch: int) -> np.ndarray:
+    """c_t at steps 0 … n_steps − 1 of a config (the same for every seed: cached)."""
+    config = config_from_dict(json.loads(config_json))
+    lr, wd = _schedules(config, np.arange(n_steps), per_epoch)
+    return decay_factors(lr[:-1], wd[:-1], config.optim.momentum)
+
+
 def synthetic_run(
     rule: str = "pfa",
     seed: int = 0,
@@ -100,12 +110,17 @@ def synthetic_run(
     sv: int = 5,
     options: dict[str, Any] | None = None,
     raw: bool = False,
+    every: int = 1,
+    features: int = 6,
 ) -> xr.Dataset:
-    """One synthetic run that passes the schema check (see the module docstring)."""
+    """One synthetic run that passes the schema check (see the module docstring). Records every
+    ``every`` steps and at every epoch start, as the recorder does (``record.every``);
+    ``features``: size of each probe input."""
     options = dict(RULE_OPTIONS.get(rule, {}) if options is None else options)
     config = synthetic_config(rule, data=data, model=model, epochs=epochs, **options)
     rng = np.random.default_rng([seed, sum(map(ord, rule)), len(layers)])
     steps = np.arange(epochs * steps_per_epoch + 1)
+    steps = steps[(steps % every == 0) | (steps % steps_per_epoch == 0)]
     epoch = steps // steps_per_epoch
     t = steps / steps[-1]
     n_layers = len(layers)
@@ -139,7 +154,7 @@ def synthetic_run(
     residual = np.full((steps.size, n_layers), np.nan)
     bbt = np.full((n_layers, 8), np.nan)
     if rule in ("pfa", "pfa_o", "kp"):
-        c = decay_factors(lr[:-1], wd[:-1], config.optim.momentum)
+        c = _decay(config.to_json(), int(steps[-1]) + 1, steps_per_epoch)[steps]
         residual = c[:, None] * rng.uniform(5, 40, n_layers)[None, :]
     if rule in ("pfa", "pfa_o"):
         k = float(options.get("k", 10))
@@ -167,7 +182,9 @@ def synthetic_run(
             "bbt_eigenvalues": _var("bbt_eigenvalues", bbt),
             "probe_label": _var("probe_label", np.arange(samples) % 10),
             "probe_input": xr.Variable(
-                ("sample", "feature"), rng.normal(size=(samples, 6)), VARIABLES["probe_label"].attrs
+                ("sample", "feature"),
+                rng.normal(size=(samples, features)),
+                VARIABLES["probe_label"].attrs,
             ),
         },
         coords={"step": steps, "epoch": ("step", epoch), "layer": list(layers)},
@@ -227,6 +244,49 @@ def synthetic_runs(
                 options = {**RULE_OPTIONS[rule], "density": float(density)}
                 runs.append(synthetic_run(rule, seed, options=options, **kwargs))
     return combine(runs)
+
+
+# ------------------------------------------------------------------------------ records on disk
+STATIC_VARIABLES = ("probe_input", "probe_label", "bbt_eigenvalues")
+
+
+def write_run(
+    ds: xr.Dataset, run_dir: str | os.PathLike, *, flushes: int = 1, compact: bool = True
+) -> Path:
+    """Write a synthetic run (:func:`synthetic_run`) as a real record, the way the trainer and
+    the recorder do: ``config.yaml`` and ``record.zarr`` with the static part, the step records in
+    ``flushes`` segments (raw records in one), compacted as ``Recorder.close`` does unless
+    ``compact=False``. :func:`alignment.open_run` reads ``ds`` back."""
+    import yaml
+
+    from alignment.recording.store import SegmentStore
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = json.loads(ds.attrs["config"])
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({**config, "seeds": [ds.attrs["seed"]]}))
+    store = SegmentStore(run_dir)
+    store.create()
+    layer = np.array([str(v) for v in ds["layer"].values], dtype=object)
+    static = xr.Dataset(
+        {n: ds[n].variable for n in STATIC_VARIABLES if n in ds},
+        coords={"layer": layer},
+        attrs=ds.attrs,
+    )
+    store.write_static(static)
+    main = xr.Dataset(
+        {n: v.variable for n, v in ds.data_vars.items() if "step" in v.dims},
+        coords={"step": ds["step"].values, "epoch": ds["epoch"].variable, "layer": layer},
+    )
+    for part in np.array_split(np.arange(ds.sizes["step"]), flushes):
+        store.append("main", main.isel(step=part))
+    raw = [n for n, v in ds.data_vars.items() if "raw_step" in v.dims]
+    if raw:
+        store.append("raw", ds[raw].drop_vars("layer", errors="ignore"))
+    if compact:
+        for kind in ("main", "raw"):
+            store.compact(kind)
+    return run_dir
 
 
 # ------------------------------------------------------------------------------ a real tiny run

@@ -26,6 +26,9 @@ Reading replays the log in sequence order: record segments are concatenated alon
 a truncation drops the steps ≥ its step from everything before it, and a compact segment replaces
 everything before it (the older entries it covers are deleted after it is in place; if a crash
 interrupts that deletion, readers still ignore them). ``close()`` and resumption compact the log.
+Reads are eager (numpy) or, with ``lazy=True``, dask-backed: each numeric variable of a segment
+becomes one dask chunk whose task reads its zarr array when computed, so opening reads only
+metadata and coordinates (see :func:`read_zarr`).
 
 (Durability against power loss would additionally need fsync of every file and directory; a
 process crash, which is what this protects against, leaves the kernel's page cache intact.)
@@ -110,11 +113,57 @@ def write_zarr(ds: xr.Dataset, path: Path) -> None:
         raise
 
 
-def read_zarr(path: Path) -> xr.Dataset:
-    """A segment, loaded into memory (eager)."""
+def _read_array(segment: str, name: str) -> np.ndarray:
+    """The values of array ``name`` of a segment (a task of a lazy segment's dask graph)."""
+    import zarr
+
+    return np.asarray(zarr.open_array(store=segment, path=name, mode="r", zarr_format=3)[...])
+
+
+def _stored_as_is(var: xr.Variable) -> bool:
+    """True if xarray reads ``var`` unchanged from its zarr array (numbers, no scaling or masking
+    beyond NaN fill): then a task can read the zarr array directly."""
+    encoding = var.encoding
+    fill = encoding.get("_FillValue")
+    return (
+        var.dtype.kind in "biuf"
+        and encoding.get("dtype") == var.dtype
+        and not {"scale_factor", "add_offset", "calendar"} & set(encoding)
+        and (fill is None or (isinstance(fill, float) and np.isnan(fill)))
+    )
+
+
+def _lazy_variable(var: xr.Variable, segment: Path, name: str, token: str) -> xr.Variable:
+    """``var`` as a dask array of one chunk, one task reading its zarr array when computed; it
+    holds the path and the name only (no open store, no zarr metadata)."""
+    import dask.array
+
+    key = f"read-{name}-{token}"
+    task = (_read_array, str(segment), name)
+    graph = {(key, *(0,) * var.ndim): task}
+    data = dask.array.Array(
+        graph, key, tuple((size,) for size in var.shape), meta=np.empty((0,) * var.ndim, var.dtype)
+    )
+    return xr.Variable(var.dims, data, var.attrs)
+
+
+def read_zarr(path: Path, *, lazy: bool = False) -> xr.Dataset:
+    """A segment, loaded into memory (eager), or with ``lazy=True`` opened with dask: every
+    numeric data variable one dask chunk (nothing read until computed), coordinates, strings and
+    attrs in memory."""
     with xr.open_dataset(path, engine="zarr", consolidated=False, zarr_format=3, chunks=None) as ds:
-        loaded = ds.load()
-    return _strings_as_unicode(loaded)
+        if not lazy:
+            return _strings_as_unicode(ds.load())
+        from dask.base import tokenize
+
+        token = tokenize(str(path.resolve()), path.stat().st_mtime_ns)
+        out = ds.copy()
+        for name, var in ds.variables.items():
+            if name in ds.coords or not _stored_as_is(var):
+                out[name].variable.load()
+            else:
+                out[name] = _lazy_variable(var, path, str(name), token)
+    return _strings_as_unicode(out)
 
 
 def _remove(path: Path) -> None:
@@ -178,10 +227,11 @@ class SegmentStore:
     def write_static(self, ds: xr.Dataset) -> None:
         write_zarr(ds, self.root / STATIC)
 
-    def read_static(self) -> xr.Dataset:
+    def read_static(self, *, lazy: bool = False) -> xr.Dataset:
+        """The static part; ``lazy``: data variables as dask arrays (see :func:`read_zarr`)."""
         if not self.exists():
             raise FileNotFoundError(f"no recorded run at {self.root.parent} (no {RECORD}/static)")
-        return read_zarr(self.root / STATIC)
+        return read_zarr(self.root / STATIC, lazy=lazy)
 
     # ------------------------------------------------------------------ the log
     def entries(self, kind: str) -> list[Entry]:
@@ -220,8 +270,9 @@ class SegmentStore:
         tmp.write_text(json.dumps({"stop": int(stop)}))
         os.rename(tmp, path)
 
-    def read(self, kind: str) -> xr.Dataset | None:
-        """Replay the log of ``kind``: the records, or None if there are none."""
+    def read(self, kind: str, *, lazy: bool = False) -> xr.Dataset | None:
+        """Replay the log of ``kind``: the records, or None if there are none. ``lazy``: every
+        segment opened with dask and concatenated without reading data (see :func:`read_zarr`)."""
         dim = KINDS[kind]
         parts: list[xr.Dataset] = []
         for entry in self.live_entries(kind):
@@ -229,9 +280,9 @@ class SegmentStore:
                 stop = json.loads(entry.path.read_text())["stop"]
                 parts = [_select_before(p, dim, stop) for p in parts]
             elif entry.kind == "compact":
-                parts = [read_zarr(entry.path)]
+                parts = [read_zarr(entry.path, lazy=lazy)]
             else:
-                parts.append(read_zarr(entry.path))
+                parts.append(read_zarr(entry.path, lazy=lazy))
         parts = [p for p in parts if p.sizes.get(dim, 0)]
         return concat(parts, dim) if parts else None
 
