@@ -2,8 +2,8 @@
 
 For each network (ResNet-20 at batch 128 on random CIFAR-shaped data, the MNIST MLP at batch 64)
 and each candidate ("plain" = the unconverted model, then every name in ``alignment.RULES``), one
-training step is forward, cross-entropy, backward, SGD(lr=0.01, momentum=0.9, weight_decay=1e-4)
-step and zero_grad, on CPU with ``torch.set_num_threads(2)``.
+training step is forward, cross-entropy, backward, SGD(lr=0.01, momentum=0.9, weight_decay=1e-4,
+fused=True, as the trainer's) step and zero_grad, on CPU with ``torch.set_num_threads(2)``.
 
 Time: all candidates of a network live in one process and are timed round-robin (each round runs
 one step of every candidate, in an order shuffled with a fixed seed), so slow drift of the machine
@@ -127,7 +127,9 @@ def build(spec: NetSpec, rule: str, seed: int = 0) -> tuple[nn.Module, torch.opt
     if rule != PLAIN:
         model = alignment.convert(model, rule, **RULE_OPTIONS.get(rule, {}))
     model.train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    optimizer = torch.optim.SGD(  # fused: what alignment's trainer uses
+        model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4, fused=True
+    )
     return model, optimizer
 
 

@@ -25,10 +25,11 @@ class FeedbackLayer(nn.Module):
         self.rule = rule
         rule.create_feedback(self)
 
-    @staticmethod
-    def training_graph_needed(x: Tensor) -> bool:
-        """Under ``torch.no_grad`` the forward is the plain torch one (bitwise the same output)."""
-        return torch.is_grad_enabled()
+    def training_graph_needed(self, x: Tensor) -> bool:
+        """Whether this forward needs the rule's backward: not under ``torch.no_grad``, and not
+        for a rule whose backward is torch's own (BP); the forward is then the plain torch one
+        (bitwise the same output)."""
+        return torch.is_grad_enabled() and not self.rule.native_backward
 
     def feedback_matrix(self) -> Tensor:
         """The effective feedback tensor the backward uses (W's shape; DFA: C × input shape)."""

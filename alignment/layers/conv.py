@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -77,8 +76,8 @@ class Conv2d(FeedbackLayer, nn.Conv2d):
         return Conv2dFeedback.apply(x, self.weight, self.bias, feedback, geometry)
 
     def product(self, B: Tensor, R: Tensor) -> Tensor:
-        """(B·R)[o,i,kh,kw] = Σ_m B[o,m] R[m,i,kh,kw]."""
-        return torch.einsum("om,mikl->oikl", B, R)
+        """(B·R)[o,i,kh,kw] = Σ_m B[o,m] R[m,i,kh,kw]: one matrix product with R flattened."""
+        return (B @ R.reshape(R.shape[0], -1)).view(B.shape[0], *R.shape[1:])
 
     @staticmethod
     def constructor_args(module: nn.Module) -> dict:

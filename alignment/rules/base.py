@@ -51,6 +51,9 @@ class Rule:
 
     name: ClassVar[str]
     equation: ClassVar[str] = ""
+    native_backward: ClassVar[bool] = False
+    """True when the rule's backward is exactly torch autograd's (BP): the layer then runs the
+    plain torch op, with no custom Function in the graph."""
 
     def __post_init__(self) -> None:
         self.validate()
