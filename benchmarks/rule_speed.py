@@ -5,9 +5,11 @@ and each candidate ("plain" = the unconverted model, then every name in ``alignm
 training step is forward, cross-entropy, backward, SGD(lr=0.01, momentum=0.9, weight_decay=1e-4,
 fused=True, as the trainer's) step and zero_grad, on CPU with ``torch.set_num_threads(2)``.
 
-Time: all candidates of a network live in one process and are timed round-robin (each round runs
-one step of every candidate, in an order shuffled with a fixed seed), so slow drift of the machine
-hits every candidate alike. Reported: median and IQR of the step time, ratio = median / plain's;
+Time: every candidate of a network lives in its own process (its own allocator and caches, as
+in real training, where one process trains one model; ``--isolation shared`` puts them all in
+this one), and the candidates are stepped round-robin, one at a time (each round runs one step of
+every candidate, in an order shuffled with a fixed seed), so slow drift of the machine hits every
+candidate alike. Reported: median and IQR of the step time, ratio = median / plain's;
 also the median CPU time of the process per step (all threads), a measure of work that other
 load on the machine barely changes when OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads sleep instead
 of spinning; with the default policy, spinning counts as CPU time).
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import multiprocessing
 import os
 import platform
 import random
@@ -140,41 +143,101 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y:
     optimizer.zero_grad()
 
 
+class _Candidate:
+    """One candidate's model, optimizer and data, stepped on request (in this process)."""
+
+    def __init__(self, name: str, rule: str, threads: int) -> None:
+        torch.set_num_threads(threads)
+        spec = NETS[name]
+        self.x, self.y = make_data(spec)
+        self.model, self.optimizer = build(spec, rule)
+        self.parameters = sum(p.numel() for p in self.model.parameters())
+
+    def step(self) -> tuple[float, float]:
+        """(wall ms, CPU ms) of one training step."""
+        start, cpu_start = time.perf_counter(), time.process_time()
+        train_step(self.model, self.optimizer, self.x, self.y)
+        return (time.perf_counter() - start) * 1e3, (time.process_time() - cpu_start) * 1e3
+
+
+def _worker(connection, name: str, rule: str, threads: int) -> None:
+    """A candidate in its own process: one step per "step" message, until "stop"."""
+    candidate = _Candidate(name, rule, threads)
+    connection.send(candidate.parameters)
+    gc.collect()
+    gc.disable()
+    while connection.recv() == "step":
+        connection.send(candidate.step())
+
+
+class _Remote:
+    """A candidate in a subprocess (see :func:`_worker`); only one runs at a time."""
+
+    def __init__(self, name: str, rule: str, threads: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.connection, child = context.Pipe()
+        self.process = context.Process(target=_worker, args=(child, name, rule, threads))
+        self.process.start()
+        self.parameters = self.connection.recv()
+
+    def step(self) -> tuple[float, float]:
+        self.connection.send("step")
+        return self.connection.recv()
+
+    def close(self) -> None:
+        self.connection.send("stop")
+        self.process.join()
+
+
 def time_network(
-    name: str, rules: Sequence[str], rounds: int, warmup: int, seed: int
+    name: str,
+    rules: Sequence[str],
+    rounds: int,
+    warmup: int,
+    seed: int,
+    *,
+    threads: int = 2,
+    isolation: str = "process",
 ) -> dict[str, Result]:
-    """Round-robin step times (ms) of every candidate on one network."""
-    spec = NETS[name]
-    x, y = make_data(spec)
-    candidates = {rule: build(spec, rule) for rule in rules}
+    """Round-robin step times (ms) of every candidate on one network.
+
+    ``isolation="process"``: each candidate lives in its own process (its own allocator and
+    caches, as in real training, where a process trains one model), and the parent steps them
+    one at a time; ``"shared"``: all candidates in this process.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle workers must not spin
+    if isolation == "process":
+        candidates = {rule: _Remote(name, rule, threads) for rule in rules}
+    else:
+        candidates = {rule: _Candidate(name, rule, threads) for rule in rules}
     samples: dict[str, list[float]] = {rule: [] for rule in rules}
     cpu_samples: dict[str, list[float]] = {rule: [] for rule in rules}
     order = list(rules)
     rng = random.Random(seed)
     for _ in range(warmup):
         for rule in order:
-            train_step(*candidates[rule], x, y)
+            candidates[rule].step()
     gc.collect()
     gc.disable()
     try:
         for _ in range(rounds):
             rng.shuffle(order)
             for rule in order:
-                model, optimizer = candidates[rule]
-                start, cpu_start = time.perf_counter(), time.process_time()
-                train_step(model, optimizer, x, y)
-                samples[rule].append((time.perf_counter() - start) * 1e3)
-                cpu_samples[rule].append((time.process_time() - cpu_start) * 1e3)
+                wall_ms, cpu_ms = candidates[rule].step()
+                samples[rule].append(wall_ms)
+                cpu_samples[rule].append(cpu_ms)
     finally:
         gc.enable()
+        for candidate in candidates.values():
+            if isinstance(candidate, _Remote):
+                candidate.close()
     results = {}
     for rule in rules:
-        model = candidates[rule][0]
         result = Result(
             net=name,
             rule=rule,
             options=dict(RULE_OPTIONS.get(rule, {})),
-            parameters=sum(p.numel() for p in model.parameters()),
+            parameters=candidates[rule].parameters,
             samples_ms=samples[rule],
             cpu_samples_ms=cpu_samples[rule],
         )
@@ -306,6 +369,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--probe-steps", type=int, default=3, help="steps per memory probe")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--seed", type=int, default=0, help="seed of the round order")
+    parser.add_argument(
+        "--isolation",
+        choices=["process", "shared"],
+        default="process",
+        help="time each candidate in its own process (default) or all in this one",
+    )
     parser.add_argument("--no-memory", action="store_true", help="skip the memory probes")
     parser.add_argument("--probe-jobs", type=int, default=2, help="memory probes run at once")
     parser.add_argument(
@@ -419,7 +488,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         warmup = spec.warmup if args.warmup is None else args.warmup
         print(f"[{name}] batch {spec.batch}: {warmup} warm-up + {rounds} rounds", flush=True)
         load_before = _load()
-        timed = time_network(name, candidates, rounds, warmup, args.seed)
+        timed = time_network(
+            name,
+            candidates,
+            rounds,
+            warmup,
+            args.seed,
+            threads=args.threads,
+            isolation=args.isolation,
+        )
         loads[name] = [load_before, _load()]
         print(f"[{name}] 1-min load average before/after timing: {loads[name]}", flush=True)
         if not args.no_memory:
