@@ -46,3 +46,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if slow:
         config.hook.pytest_deselected(items=slow)
         items[:] = [item for item in items if item.get_closest_marker("slow") is None]
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads() -> Iterator[None]:
+    """Every test starts with the session's torch thread count: a test that changes it must not
+    change the float results of later tests (bitwise comparisons with subprocesses)."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

@@ -160,6 +160,15 @@ def test_train_one_skips_a_run_another_process_holds(
     assert not (run.run_dir / "config.yaml").exists()
 
 
+def test_train_one_leaves_the_callers_torch_threads_alone(tmp_path: Path) -> None:
+    import torch
+
+    run = expand(load_spec(tiny_spec(tmp_path)), tmp_path / "out")[0]
+    before = torch.get_num_threads()
+    outcome = train_one(run.config, run.run_dir, run.seed, threads=before + 1)
+    assert outcome.action == "trained" and torch.get_num_threads() == before
+
+
 def test_submitit_debug_executor_runs_the_slurm_path_end_to_end(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

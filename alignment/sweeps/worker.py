@@ -101,12 +101,29 @@ def train_one(
     which); every rank trains, without the lock (a rank that skipped would leave the others
     waiting), and rank 0 writes ``ERROR``.
     """
-    run_dir = Path(run_dir)
-    start = time.monotonic()
-    if threads:
-        import torch
+    with _torch_threads(threads):
+        return _train_one(config, Path(run_dir), seed, device, distributed)
 
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Train with ``threads`` torch threads, then restore the caller's (a run trained in this
+    process must not change how the rest of it computes)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads:
         torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train_one(
+    config: Config, run_dir: Path, seed: int, device: str | None, distributed: bool
+) -> Outcome:
+    start = time.monotonic()
     lock = contextlib.nullcontext(True) if distributed else run_lock(run_dir)
     with lock as held:
         if not held:
