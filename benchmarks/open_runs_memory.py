@@ -45,8 +45,6 @@ import json
 import multiprocessing
 import os
 import platform
-import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -55,6 +53,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from peak_rss import proc_status_kib, reset_peak_rss, ru_maxrss_kib
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -136,29 +136,6 @@ def _disk_mib(paths: Sequence[Path]) -> float:
 # Probe (a fresh interpreter per N and mode)
 
 
-def _proc_status_kib(key: str) -> int | None:
-    try:
-        text = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    match = re.search(rf"^{key}:\s+(\d+)\s+kB", text, re.MULTILINE)
-    return int(match.group(1)) if match else None
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's high-water RSS mark (Linux ≥ 4.0); False where that is impossible."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-def _ru_maxrss_kib() -> int:
-    scale = 1024 if sys.platform == "darwin" else 1  # bytes on macOS, KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // scale
-
-
 def probe(root: Path, n: int, mode: str) -> dict[str, object]:
     """Open the first ``n`` runs (``mode``), build the accuracy table and Fig. 2's data."""
     import dask
@@ -175,22 +152,22 @@ def probe(root: Path, n: int, mode: str) -> dict[str, object]:
     training.figure_data(warm)
     del warm
     gc.collect()
-    reset = _reset_peak_rss()
-    baseline = _proc_status_kib("VmRSS") if reset else None
+    reset = reset_peak_rss()
+    baseline = proc_status_kib("VmRSS") if reset else None
     if baseline is None:  # no /proc: ru_maxrss is a lifetime peak, baseline is the peak so far
-        baseline = _ru_maxrss_kib()
+        baseline = ru_maxrss_kib()
     started = time.perf_counter()
     ds = open_runs(paths, lazy=mode == "lazy")
     opened = time.perf_counter()
-    held = _proc_status_kib("VmRSS") if reset else None
+    held = proc_status_kib("VmRSS") if reset else None
     table = an.accuracy_table(ds).compute()
     markdown = an.to_markdown(table)
     tabled = time.perf_counter()
     fig2 = training.figure_data(ds)
     done = time.perf_counter()
-    peak = _proc_status_kib("VmHWM") if reset else None
+    peak = proc_status_kib("VmHWM") if reset else None
     if peak is None:
-        peak = _ru_maxrss_kib()
+        peak = ru_maxrss_kib()
     lazy = [str(name) for name, v in ds.data_vars.items() if v.chunks is not None]
     if (mode == "lazy") != (len(lazy) == len(ds.data_vars)):
         raise RuntimeError(f"{mode} open_runs gave dask-backed variables {lazy}")

@@ -33,8 +33,6 @@ import multiprocessing
 import os
 import platform
 import random
-import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -46,6 +44,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from peak_rss import proc_status_kib, reset_peak_rss, ru_maxrss_kib
 from torch import Tensor, nn
 
 import alignment
@@ -250,45 +249,22 @@ def time_network(
 # Memory probe (runs in a fresh subprocess per network and candidate)
 
 
-def _proc_status_kib(key: str) -> int | None:
-    try:
-        text = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    match = re.search(rf"^{key}:\s+(\d+)\s+kB", text, re.MULTILINE)
-    return int(match.group(1)) if match else None
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's high-water RSS mark (Linux ≥ 4.0); False where that is impossible."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-def _ru_maxrss_kib() -> int:
-    scale = 1024 if sys.platform == "darwin" else 1  # bytes on macOS, KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // scale
-
-
 def memory_probe(name: str, rule: str, steps: int, threads: int) -> dict[str, object]:
     """Peak RSS growth (MiB) from building ``rule``'s model and optimizer and training it."""
     torch.set_num_threads(threads)
     spec = NETS[name]
     x, y = make_data(spec)
     gc.collect()
-    reset = _reset_peak_rss()
-    baseline = _proc_status_kib("VmRSS") if reset else None
+    reset = reset_peak_rss()
+    baseline = proc_status_kib("VmRSS") if reset else None
     if baseline is None:  # no /proc: ru_maxrss is a lifetime peak, baseline is the peak so far
-        baseline = _ru_maxrss_kib()
+        baseline = ru_maxrss_kib()
     model, optimizer = build(spec, rule)
     for _ in range(steps):
         train_step(model, optimizer, x, y)
-    peak = _proc_status_kib("VmHWM") if reset else None
+    peak = proc_status_kib("VmHWM") if reset else None
     if peak is None:
-        peak = _ru_maxrss_kib()
+        peak = ru_maxrss_kib()
     return {
         "net": name,
         "rule": rule,
