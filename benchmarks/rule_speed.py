@@ -197,46 +197,54 @@ def time_network(
     *,
     threads: int = 2,
     isolation: str = "process",
+    blocks: int = 1,
 ) -> dict[str, Result]:
     """Round-robin step times (ms) of every candidate on one network.
 
     ``isolation="process"``: each candidate lives in its own process (its own allocator and
     caches, as in real training, where a process trains one model), and the parent steps them
-    one at a time; ``"shared"``: all candidates in this process.
+    one at a time; ``"shared"``: all candidates in this process. ``blocks``: the rounds are
+    split over this many blocks, each with fresh processes, so that how one process happens to
+    lay out its memory does not decide a candidate's time.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle workers must not spin
-    if isolation == "process":
-        candidates = {rule: _Remote(name, rule, threads) for rule in rules}
-    else:
-        candidates = {rule: _Candidate(name, rule, threads) for rule in rules}
     samples: dict[str, list[float]] = {rule: [] for rule in rules}
     cpu_samples: dict[str, list[float]] = {rule: [] for rule in rules}
+    parameters: dict[str, int] = {}
     order = list(rules)
     rng = random.Random(seed)
-    for _ in range(warmup):
-        for rule in order:
-            candidates[rule].step()
-    gc.collect()
-    gc.disable()
-    try:
-        for _ in range(rounds):
-            rng.shuffle(order)
+    per_block = [rounds // blocks + (i < rounds % blocks) for i in range(blocks)]
+    for block_rounds in per_block:
+        if isolation == "process":
+            candidates = {rule: _Remote(name, rule, threads) for rule in rules}
+        else:
+            candidates = {rule: _Candidate(name, rule, threads) for rule in rules}
+        parameters = {rule: c.parameters for rule, c in candidates.items()}
+        for _ in range(warmup):
             for rule in order:
-                wall_ms, cpu_ms = candidates[rule].step()
-                samples[rule].append(wall_ms)
-                cpu_samples[rule].append(cpu_ms)
-    finally:
-        gc.enable()
-        for candidate in candidates.values():
-            if isinstance(candidate, _Remote):
-                candidate.close()
+                candidates[rule].step()
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(block_rounds):
+                rng.shuffle(order)
+                for rule in order:
+                    wall_ms, cpu_ms = candidates[rule].step()
+                    samples[rule].append(wall_ms)
+                    cpu_samples[rule].append(cpu_ms)
+        finally:
+            gc.enable()
+            for candidate in candidates.values():
+                if isinstance(candidate, _Remote):
+                    candidate.close()
+            del candidates
     results = {}
     for rule in rules:
         result = Result(
             net=name,
             rule=rule,
             options=dict(RULE_OPTIONS.get(rule, {})),
-            parameters=candidates[rule].parameters,
+            parameters=parameters[rule],
             samples_ms=samples[rule],
             cpu_samples_ms=cpu_samples[rule],
         )
@@ -350,6 +358,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=["process", "shared"],
         default="process",
         help="time each candidate in its own process (default) or all in this one",
+    )
+    parser.add_argument(
+        "--blocks",
+        type=int,
+        default=3,
+        help="split the rounds over this many blocks of fresh processes (default 3)",
     )
     parser.add_argument("--no-memory", action="store_true", help="skip the memory probes")
     parser.add_argument("--probe-jobs", type=int, default=2, help="memory probes run at once")
@@ -472,6 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.seed,
             threads=args.threads,
             isolation=args.isolation,
+            blocks=max(1, min(args.blocks, rounds)),
         )
         loads[name] = [load_before, _load()]
         print(f"[{name}] 1-min load average before/after timing: {loads[name]}", flush=True)
