@@ -24,6 +24,7 @@ from alignment.config import config_from_dict
 from alignment.recording import open_run, validate
 from alignment.training import train
 from alignment.training.batches import Batches
+from tests.test_training import checkpoint_step, data_of
 
 TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which(
     "torchrun"
@@ -54,12 +55,6 @@ def _torchrun(*args: str, env: dict | None = None, **popen) -> subprocess.Popen:
     return subprocess.Popen(command, env=environment, **popen)
 
 
-def _data(ds: xr.Dataset) -> xr.Dataset:
-    out = ds.copy()
-    out.attrs = {k: v for k, v in ds.attrs.items() if k not in ("start_time", "git_sha")}
-    return out
-
-
 def _assert_same_training(run_dir: Path, reference_dir: Path) -> None:
     ours = torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"]
     theirs = torch.load(reference_dir / "checkpoint.pt", weights_only=True)["model"]
@@ -67,7 +62,7 @@ def _assert_same_training(run_dir: Path, reference_dir: Path) -> None:
     for name in ours:
         torch.testing.assert_close(ours[name], theirs[name], rtol=1e-5, atol=1e-6, msg=name)
     validate(open_run(run_dir))
-    a, b = _data(open_run(run_dir)), _data(open_run(reference_dir))
+    a, b = data_of(open_run(run_dir)), data_of(open_run(reference_dir))
     assert a.attrs == b.attrs and list(a.data_vars) == list(b.data_vars)
     xr.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
@@ -95,13 +90,6 @@ def test_two_processes_train_what_one_process_trains(tmp_path: Path, rule: dict)
     _assert_same_training(tmp_path / "ddp" / "seed0", reference.run_dir)
 
 
-def _checkpoint_step(run_dir: Path) -> int:
-    try:
-        return torch.load(run_dir / "checkpoint.pt", weights_only=True)["step"]
-    except Exception:  # not written yet, or being replaced right now
-        return -1
-
-
 def test_a_killed_distributed_run_resumes_to_the_single_process_result(tmp_path: Path) -> None:
     config = _config({"name": "pfa", "k": 2}, epochs=6, checkpoint_every=1)
     (reference,) = train(config_from_dict(config), tmp_path / "single", quiet=True)
@@ -119,13 +107,13 @@ def test_a_killed_distributed_run_resumes_to_the_single_process_result(tmp_path:
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 180
-    while _checkpoint_step(run_dir) < 3 and process.poll() is None:
+    while checkpoint_step(run_dir) < 3 and process.poll() is None:
         assert time.monotonic() < deadline, "the distributed run made no progress"
         time.sleep(0.01)
     os.killpg(process.pid, signal.SIGKILL)  # torchrun and both ranks
     process.wait()
     assert not (run_dir / "DONE").exists(), "the run finished before it could be killed"
-    killed_at = _checkpoint_step(run_dir)
+    killed_at = checkpoint_step(run_dir)
     resumed = _torchrun("resume", str(run_dir), "--quiet", stderr=subprocess.PIPE)
     _, stderr = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, stderr.decode()[-3000:]

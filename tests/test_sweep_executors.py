@@ -24,18 +24,9 @@ from alignment.sweeps import worker as worker_module
 from alignment.sweeps.status import Status, run_states
 from alignment.sweeps.worker import train_one
 from alignment.training.trainer import train_run
+from tests.test_sweeps import TINY_SET as SWEEP_TINY_SET
 
-TINY_SET = {
-    "epochs": 1,
-    "max_steps_per_epoch": 2,
-    "record.jacobian": "never",
-    "record.every": 100,
-    "record.probe_size": 4,
-    "data.name": "digits",
-    "data.batch_size": 16,
-    "data.eval_batch_size": 500,
-    "device": "cpu",
-}
+TINY_SET = {**SWEEP_TINY_SET, "device": "cpu"}
 
 
 def tiny_spec(folder: Path, **changes: Any) -> Path:

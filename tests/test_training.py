@@ -85,7 +85,7 @@ def test_finished_runs_are_skipped(tmp_path: Path) -> None:
     assert again == first and (first.run_dir / "record.zarr").stat().st_mtime_ns == mtime
 
 
-def _checkpoint_step(run_dir: Path) -> int:
+def checkpoint_step(run_dir: Path) -> int:
     try:
         return torch.load(run_dir / "checkpoint.pt", weights_only=True)["step"]
     except Exception:  # not written yet, or being replaced right now
@@ -114,7 +114,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_record(tmp_path:
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
-    while _checkpoint_step(out / "seed0") < kill_after and process.poll() is None:
+    while checkpoint_step(out / "seed0") < kill_after and process.poll() is None:
         assert time.monotonic() < deadline, "the training subprocess made no progress"
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
