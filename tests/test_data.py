@@ -70,10 +70,17 @@ class Py2Pickler(pickle._Pickler):
     dispatch[bytes] = save_py2_str
 
 
+# numpy 2 names its array reconstructor numpy._core.multiarray._reconstruct; the original files,
+# pickled under numpy 1.x, name it numpy.core.multiarray._reconstruct (GLOBAL: newline-ended text).
+NUMPY2_RECONSTRUCT = b"cnumpy._core.multiarray\n_reconstruct\n"
+NUMPY1_RECONSTRUCT = b"cnumpy.core.multiarray\n_reconstruct\n"
+
+
 def write_py2_pickle(path: Path, obj: object) -> None:
+    """Protocol 2, Python 2 strings and numpy 1.x global names, as in the original files."""
     buf = io.BytesIO()
     Py2Pickler(buf, protocol=2).dump(obj)
-    path.write_bytes(buf.getvalue())
+    path.write_bytes(buf.getvalue().replace(NUMPY2_RECONSTRUCT, NUMPY1_RECONSTRUCT))
 
 
 def make_cifar(root: Path, per_batch: int = 10, n_test: int = 10) -> dict[str, np.ndarray]:
@@ -240,10 +247,12 @@ def test_cifar10_split_transforms_and_determinism(tmp_path: Path) -> None:
 
 def test_cifar10_checksums_and_layout_errors(tmp_path: Path) -> None:
     make_cifar(tmp_path)
-    with pytest.raises(DatasetNotFoundError, match="verify_checksums") as info:
-        load_dataset("cifar10", root=tmp_path)  # tiny files fail torchvision's md5 check
+    with pytest.raises(DatasetNotFoundError, match="do not match the md5") as info:
+        load_dataset("cifar10", root=tmp_path)  # tiny files fail the originals' md5
     layout = "<root>/cifar-10-batches-py/data_batch_1..5, test_batch, batches.meta"
     assert_helpful(info.value, "cifar10", layout, tmp_path)
+    # The message explains the risk and how to restore the files; it never suggests the switch.
+    assert "crafted to run code" in str(info.value) and "verify_checksums" not in str(info.value)
     # Pointing root at cifar-10-batches-py itself instead of its parent.
     with pytest.raises(DatasetNotFoundError, match="missing data_batch_1") as info:
         load_dataset("cifar10", root=tmp_path / "cifar-10-batches-py", verify_checksums=False)

@@ -12,6 +12,12 @@ paper reports) or the test set with ``eval_split="test"``; the training set is t
 
 A missing or malformed ``root`` raises :class:`DatasetNotFoundError`, whose message names the
 dataset, the folder it looked in, the expected layout and how to fix it.
+
+Files on disk are untrusted: the CIFAR-10 batch files (pickles) are read by a restricted unpickler
+that refuses anything but plain data and numpy arrays (:mod:`alignment.data.cifar10`), and an
+image folder's files are checked by signature before training and decoded only as the usual image
+formats, a file that still fails to decode being skipped with a warning that names it
+(:mod:`alignment.data.images`).
 """
 
 from __future__ import annotations
@@ -22,14 +28,16 @@ import pickle
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 from torchvision import datasets, transforms
 
+from alignment.data import cifar10, images
 from alignment.data.mnist5k import mnist5k
+from alignment.data.safe_pickle import UnsafePickleError
 
 DATASETS: tuple[str, ...] = ("mnist5k", "digits", "mnist", "fashion_mnist", "cifar10", "imagenet")
 
@@ -56,8 +64,6 @@ _MNIST_FILES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
-_CIFAR_FOLDER = "cifar-10-batches-py"
-_CIFAR_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")
 
 _DOWNLOAD_HINT = (
     "Fix: set `download: true` in the config (or `--set data.download=true`) on a machine with "
@@ -70,6 +76,8 @@ _IMAGENET_HINT = (
     "flat and must be sorted into one subfolder per class), and point `data.root` "
     "(`--set data.root=/path/to/imagenet`) at that folder."
 )
+
+_SHOWN_BAD_FILES = 10  # undecodable image files named in an error; the rest are counted
 
 # What a broken file tree or a bad file can raise inside torchvision's loaders.
 _LOAD_ERRORS = (
@@ -122,7 +130,7 @@ def _layout(name: str) -> str:
         )
     if name == "cifar10":
         return (
-            f"  <root>/{_CIFAR_FOLDER}/data_batch_1..5, test_batch, batches.meta\n"
+            f"  <root>/{cifar10.FOLDER}/data_batch_1..5, test_batch, batches.meta\n"
             "  (the python version, cifar-10-python.tar.gz, extracted into <root>)"
         )
     return (
@@ -264,24 +272,12 @@ def _load_mnist_like(name: str, root: Path, download: bool) -> DatasetSplits:
     return DatasetSplits(train, test, 10, (1, 28, 28), "test")
 
 
-class CIFAR10Unverified(datasets.CIFAR10):
-    """torchvision's CIFAR10 with the per-file md5 checks off: a batch file (and batches.meta) only
-    has to exist. Used for ``verify_checksums=False`` (tiny test fixtures, re-packed copies); a
-    download still checks the archive's md5. Module-level so that DataLoader workers can pickle it.
-    """
-
-    train_list: ClassVar[list[list[str | None]]] = [
-        [f, None] for f, _ in datasets.CIFAR10.train_list
-    ]
-    test_list: ClassVar[list[list[str | None]]] = [[f, None] for f, _ in datasets.CIFAR10.test_list]
-    meta: ClassVar[dict[str, str | None]] = {**datasets.CIFAR10.meta, "md5": None}
-
-
 def _load_cifar10(
     root: Path, download: bool, split_seed: int, verify_checksums: bool, eval_split: str
 ) -> DatasetSplits:
+    """The batch files are read by :mod:`alignment.data.cifar10` (md5 first, then a restricted
+    unpickler), never by ``pickle.load``: a crafted file cannot run code."""
     name = "cifar10"
-    cls = datasets.CIFAR10 if verify_checksums else CIFAR10Unverified
     normalize = transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD)
     train_tf = transforms.Compose(
         [
@@ -292,22 +288,31 @@ def _load_cifar10(
         ]
     )
     eval_tf = transforms.Compose([transforms.ToTensor(), normalize])
-    folder = root / _CIFAR_FOLDER
+    folder = root / cifar10.FOLDER
 
     def reason(e: BaseException) -> str:
-        missing = _missing(folder, _CIFAR_FILES)
+        missing = cifar10.missing_files(folder)
         if missing:
             return f"missing {', '.join(missing)} in {folder}"
-        if isinstance(e, RuntimeError) and "corrupted" in str(e) and verify_checksums:
+        if isinstance(e, UnsafePickleError):
             return (
-                f"the files in {folder} fail torchvision's md5 check (corrupted, or not the "
-                "original CIFAR-10 files; `verify_checksums: false` skips the check)"
+                f"{e}. The original CIFAR-10 files hold only dicts, lists, strings, ints and "
+                "numpy arrays: this file was crafted or replaced, possibly to run code. Delete "
+                f"{folder} and restore the original files"
             )
+        if isinstance(e, cifar10.CifarFileError):
+            return str(e)
         return f"the batch files in {folder} could not be read ({type(e).__name__}: {e})"
 
     with _wrapped(name, root, reason):
-        full_train = cls(str(root), train=True, transform=None, download=download)
-        test = cls(str(root), train=False, transform=eval_tf, download=False)
+        if download:
+            cifar10.download(root, verify_checksums)
+        missing = cifar10.missing_files(folder)
+        if missing:
+            raise _not_found(name, root, f"missing {', '.join(missing)} in {folder}")
+        cifar10.check(folder, verify_checksums)
+        full_train = cifar10.CIFAR10Batches(folder, train=True, transform=None)
+        test = cifar10.CIFAR10Batches(folder, train=False, transform=eval_tf)
     for split, ds in (("train", full_train), ("test", test)):
         _check_labels(name, root, split, len(ds.data), ds.targets, 10)
     n = len(full_train)
@@ -363,8 +368,19 @@ def _load_imagenet(root: Path) -> DatasetSplits:
         return f"the image folders could not be read ({type(e).__name__}: {e})"
 
     with _wrapped(name, root, reason):
-        train = datasets.ImageFolder(str(train_dir), transform=train_tf)
-        val = datasets.ImageFolder(str(val_dir), transform=val_tf)
+        train = images.ImageFiles(str(train_dir), transform=train_tf)
+        val = images.ImageFiles(str(val_dir), transform=val_tf)
+    paths = [path for ds in (train, val) for path, _ in ds.samples]
+    bad = images.unreadable_files(paths)
+    if bad:
+        shown = "; ".join(f"{path} ({why})" for path, why in bad[:_SHOWN_BAD_FILES])
+        more = f"; and {len(bad) - _SHOWN_BAD_FILES} more" if len(bad) > _SHOWN_BAD_FILES else ""
+        raise _not_found(
+            name,
+            root,
+            f"{len(bad)} of {len(paths)} files are not images: {shown}{more}. Replace them with "
+            "the original files or remove them; nothing was trained",
+        )
     return DatasetSplits(train, val, len(train_classes), (3, 224, 224), "val")
 
 
@@ -381,8 +397,10 @@ def load_dataset(
 
     ``root``/``download`` matter only for the on-disk datasets (``mnist``, ``fashion_mnist``,
     ``cifar10``, ``imagenet``; ImageNet cannot be downloaded). ``split_seed`` fixes the held-out
-    permutation (``mnist5k``, ``digits``, ``cifar10``). ``verify_checksums=False`` skips
-    torchvision's md5 check of the CIFAR-10 batch files (they only have to exist). ``eval_split``
+    permutation (``mnist5k``, ``digits``, ``cifar10``). ``verify_checksums=False`` skips the
+    md5 check of the CIFAR-10 batch files against the originals (for re-packed copies and test
+    fixtures); they are read by a restricted unpickler either way, so a crafted file cannot run
+    code (see :mod:`alignment.data.cifar10`). ``eval_split``
     picks the evaluation set, see :data:`EVAL_SPLITS` (default: the first listed).
 
     Raises ValueError for an unknown name, eval split or ``download=True`` with ImageNet, and
