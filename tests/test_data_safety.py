@@ -11,6 +11,7 @@ import io
 import os
 import pickle
 import pickletools
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from alignment.cli import main
 from alignment.config import ConfigError, load_config
-from alignment.data import DatasetNotFoundError, load_dataset
+from alignment.data import DatasetNotFoundError, cifar10, load_dataset
 from alignment.data.cifar10 import CIFAR10Batches, CifarFileError
 from alignment.data.images import (
     ImageFiles,
@@ -165,6 +166,28 @@ def test_cifar_repacked_by_python3_loads(tmp_path: Path) -> None:
     np.testing.assert_array_equal(repacked.data[4:8].transpose(0, 3, 1, 2).reshape(4, -1), data)
     assert repacked.targets[4:8] == [1, 2, 3, 4] and repacked.targets[:4] == original.targets[:4]
     assert repacked.classes[0] == "airplane" and len(repacked) == 20
+
+
+def test_cifar_download_restores_missing_or_modified_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``download: true`` fetches the archive (checked by its md5) when files are missing, or,
+    with checksums verified, modified; intact files are not fetched again."""
+    calls: list[str] = []
+
+    def fake_download(url: str, root: str, filename: str, md5: str) -> None:
+        calls.append(md5)
+        shutil.rmtree(Path(root) / "cifar-10-batches-py", ignore_errors=True)
+        make_cifar(Path(root), per_batch=4, n_test=4)
+
+    monkeypatch.setattr(cifar10, "download_and_extract_archive", fake_download)
+    assert len(load_dataset("cifar10", root=tmp_path, download=True, verify_checksums=False).train)
+    assert calls == [cifar10.ARCHIVE_MD5]
+    load_dataset("cifar10", root=tmp_path, download=True, verify_checksums=False)
+    assert len(calls) == 1  # present: not fetched again
+    with pytest.raises(DatasetNotFoundError, match="do not match the md5"):
+        load_dataset("cifar10", root=tmp_path, download=True)  # tiny files are "modified"
+    assert len(calls) == 2
 
 
 @pytest.mark.parametrize(
