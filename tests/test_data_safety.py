@@ -291,7 +291,8 @@ def test_truncated_image_is_skipped_with_a_warning(tmp_path: Path) -> None:
 def test_checkpoint_payload_never_runs(tmp_path: Path) -> None:
     marker = tmp_path / "MARKER"
     torch.save({"model": System(f"touch {marker}")}, tmp_path / CHECKPOINT)
-    with pytest.raises(Exception, match=r"(?i)weights.only|unsupported global"):
+    # torch's weights-only unpickler refuses it (pickle.UnpicklingError), or a wrapper of it.
+    with pytest.raises((pickle.UnpicklingError, ValueError, RuntimeError, OSError)):
         load_checkpoint(tmp_path)
     assert not marker.exists()
     torch.load(tmp_path / CHECKPOINT, weights_only=False)  # the payload is live
