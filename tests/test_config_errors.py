@@ -14,7 +14,13 @@ import yaml
 from alignment.cli import main
 from alignment.config import ConfigError, bundled_configs, load_config
 from alignment.sweeps.spec import load_spec
-from alignment.training.preflight import meta_model, preflight, training_bytes
+from alignment.training import preflight as preflight_module
+from alignment.training.preflight import (
+    available_memory,
+    meta_model,
+    preflight,
+    training_bytes,
+)
 
 # A config that trains in about a second (digits: embedded, 8×8 images).
 TINY = {
@@ -272,3 +278,17 @@ def test_the_memory_estimate_counts_weights_feedback_gradients_and_optimizer_sta
     dfa = load_config(tiny_config(tmp_path), ["rule={name: dfa}"])
     with pytest.raises(ConfigError, match=r"model\.name='mlp' with rule\.name='dfa' .* smaller"):
         preflight(dfa, shape, classes, memory_limit=1)
+
+
+def test_the_cpu_memory_bound_is_the_cgroup_limit_when_that_is_lower(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Slurm job or a container sees the host's MemAvailable but may only use its cgroup's."""
+    monkeypatch.setattr(preflight_module, "CGROUP", tmp_path)
+    write(tmp_path / "memory.max", "max\n")  # no limit: the host's
+    write(tmp_path / "memory.current", "1000\n")
+    host = available_memory("cpu")
+    assert host is not None and host > 2**24
+    write(tmp_path / "memory.max", f"{2**20 + 1000}\n")
+    assert available_memory("cpu") == 2**20
+    assert available_memory("meta") is None

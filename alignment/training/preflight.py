@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -24,6 +25,7 @@ from torch import nn
 from alignment.config import CHOICES, Config, ConfigError
 
 GIB = 2**30
+CGROUP = Path("/sys/fs/cgroup")  # cgroup v2: memory.max, memory.current
 
 
 def preflight(
@@ -126,24 +128,39 @@ def training_bytes(config: Config, model: nn.Module) -> tuple[int, str]:
 
 
 def available_memory(device: str | torch.device) -> int | None:
-    """Bytes free on a CUDA device, or the memory available to new processes on the host
-    (``MemAvailable`` on Linux, else the physical memory); None where unknown."""
+    """Bytes free on a CUDA device; on the CPU the memory available to new processes: the host's
+    (``MemAvailable`` on Linux, else the physical memory) or, when less, what the cgroup v2
+    memory limit leaves (a Slurm job's, a container's); None where unknown."""
     device = torch.device(device)
     if device.type == "cuda" and torch.cuda.is_available():
         return torch.cuda.mem_get_info(device)[0]
     if device.type != "cpu":
         return None
+    known = [m for m in (_host_available(), _cgroup_available()) if m is not None]
+    return min(known) if known else None
+
+
+def _host_available() -> int | None:
     try:
         with open("/proc/meminfo", encoding="ascii") as meminfo:
             for line in meminfo:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
-    except OSError:
+    except (OSError, ValueError, IndexError):
         pass
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
+
+
+def _cgroup_available() -> int | None:
+    try:
+        limit = (CGROUP / "memory.max").read_text().strip()
+        used = int((CGROUP / "memory.current").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if limit == "max" or not limit.isdigit() else max(int(limit) - used, 0)
 
 
 def _too_big(config: Config, model: nn.Module, needed: int, layer: str, limit: int, device) -> str:
