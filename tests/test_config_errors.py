@@ -5,14 +5,17 @@ memory."""
 
 from __future__ import annotations
 
+import random
 import re
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from alignment.cli import main
 from alignment.config import ConfigError, bundled_configs, load_config
+from alignment.rules import RULES
 from alignment.sweeps.spec import load_spec
 from alignment.training import preflight as preflight_module
 from alignment.training.preflight import (
@@ -292,3 +295,17 @@ def test_the_cpu_memory_bound_is_the_cgroup_limit_when_that_is_lower(
     write(tmp_path / "memory.max", f"{2**20 + 1000}\n")
     assert available_memory("cpu") == 2**20
     assert available_memory("meta") is None
+
+
+@pytest.mark.parametrize("rule", list(RULES))
+def test_the_preflight_draws_no_random_numbers(tmp_path: Path, rule: str) -> None:
+    """Training draws its weights right after the preflight: it must leave the RNGs as it found
+    them, or a run's record would depend on whether it was checked."""
+    options = {"density": 0.5} if rule in ("fa", "dfa", "usf", "pfa") else {}
+    config = load_config(tiny_config(tmp_path), [f"rule={{name: {rule}}}"])
+    config.rule.update(options)
+    torch.manual_seed(0)
+    random.seed(0)
+    torch_state, python_state = torch.get_rng_state(), random.getstate()
+    preflight(config, *SHAPES["digits"])
+    assert torch.equal(torch.get_rng_state(), torch_state) and random.getstate() == python_state

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -96,8 +97,6 @@ def _mismatch(config: Config, shape: tuple[int, ...], num_classes: int, reason: 
 
 
 def _fits(config: Config, model_name: str, input_shape: Sequence[int], num_classes: int) -> bool:
-    from dataclasses import replace
-
     plain = replace(config, model=replace(config.model, name=model_name), rule={"name": "bp"})
     try:
         _meta_forward(plain, tuple(input_shape), num_classes)
