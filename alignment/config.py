@@ -3,12 +3,20 @@
 An unknown key, a wrong type or an impossible value stops with a :class:`ConfigError` whose message
 names the key, the allowed keys or values, and the file. ``--set a.b=value`` overrides any field
 (the value is parsed as YAML, so ``--set optim.lr=0.1`` gives a float).
+
+``name`` becomes a folder (``out/<name>`` by default), so it must be a plain relative path: one or
+more parts joined by ``/``, each of letters, digits, ``.``, ``_`` and ``-`` and starting with a
+letter or digit (no ``..``, no absolute path). Every number must be finite (no ``.nan``, ``.inf``).
+``base: other`` names one file (a string, without ``.yaml``) relative to the config's folder; it is
+read first and deep-merged, and may itself have a base (a loop is an error).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -155,6 +163,9 @@ NON_NEGATIVE = (
 )
 
 
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+
+
 def _type_ok(value: Any, hint: Any) -> bool:
     origin = typing.get_origin(hint)
     if origin in (types.UnionType, typing.Union):
@@ -212,7 +223,69 @@ def _get(config: Config, dotted: str) -> Any:
     return value
 
 
+def _non_finite(value: Any, key: str = "") -> tuple[str, float] | None:
+    """The dotted key and value of the first NaN or infinite float in ``value``, else None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return key, value
+    if isinstance(value, dict):
+        children = [(f"{key}.{k}" if key else str(k), v) for k, v in value.items()]
+    elif isinstance(value, list):
+        children = [(f"{key}[{i}]", v) for i, v in enumerate(value)]
+    else:
+        return None
+    for child_key, child in children:
+        found = _non_finite(child, child_key)
+        if found:
+            return found
+    return None
+
+
+def _check_ranges(config: Config, source: str) -> None:
+    """Fields whose valid range is not just positive / non-negative."""
+    if not NAME_PATTERN.match(config.name):
+        raise ConfigError(
+            f"{source}: name={config.name!r} is invalid: it names the run's folder, so it must be "
+            "letters, digits, '.', '_' or '-', starting with a letter or digit, with '/' only "
+            "between such parts (no '..', no absolute path), e.g. name: mnist_pfa"
+        )
+    steps = config.max_steps_per_epoch
+    if steps is not None and steps < 1:
+        raise ConfigError(
+            f"{source}: max_steps_per_epoch must be ≥ 1 (or null for whole epochs), got {steps!r}"
+        )
+    jacobian = config.record.jacobian
+    if jacobian not in ("epoch", "never") and (isinstance(jacobian, str) or jacobian < 1):
+        raise ConfigError(
+            f"{source}: record.jacobian must be 'epoch', 'never' or a step interval ≥ 1, "
+            f"got {jacobian!r}"
+        )
+    burst = config.wd_schedule.burst_steps
+    if burst is not None and burst < 0:
+        raise ConfigError(
+            f"{source}: wd_schedule.burst_steps must be ≥ 0 (or null to use burst_epochs), "
+            f"got {burst!r}"
+        )
+    negative = [m for m in config.lr_schedule.milestones if m < 0]
+    if negative:
+        raise ConfigError(
+            f"{source}: lr_schedule.milestones must be epochs ≥ 0, got {negative[0]!r} in "
+            f"{config.lr_schedule.milestones!r}"
+        )
+    betas = config.optim.betas
+    if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+        raise ConfigError(
+            f"{source}: optim.betas must be a pair of numbers in [0, 1), e.g. [0.9, 0.999], "
+            f"got {betas!r}"
+        )
+
+
 def _check_values(config: Config, source: str) -> None:
+    bad = _non_finite(config.to_dict())
+    if bad:
+        raise ConfigError(
+            f"{source}: {bad[0]} must be a finite number, got {bad[1]!r}; NaN and infinity are "
+            "not allowed anywhere in a config"
+        )
     for key, choices in CHOICES.items():
         value = _get(config, key)
         if value not in choices:
@@ -230,9 +303,7 @@ def _check_values(config: Config, source: str) -> None:
         make_rule(config.rule_name, **config.rule_options)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"{source}: rule: {error}") from None
-    jacobian = config.record.jacobian
-    if isinstance(jacobian, str) and jacobian not in ("epoch", "never"):
-        raise ConfigError(f"{source}: record.jacobian must be 'epoch', 'never' or a step interval")
+    _check_ranges(config, source)
     if not config.seeds:
         raise ConfigError(f"{source}: seeds must list at least one seed")
 
@@ -270,21 +341,45 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Read a YAML config (safe loader), apply ``--set`` overrides, validate."""
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         bundled = bundled_configs().get(str(path).removesuffix(".yaml"))
-        if bundled is None:
+        if bundled is not None:
+            path = bundled
+        elif path.is_dir():
+            raise ConfigError(
+                f"config {str(path)!r} is a folder, not a config file; give a YAML file inside it "
+                "or a bundled config name (`alignment configs`)"
+            )
+        else:
             raise ConfigError(
                 f"config file {str(path)!r} not found (bundled configs: `alignment configs`)"
             )
-        path = bundled
     data = _read_yaml(path)
     return config_from_dict(apply_overrides(data, overrides or []), str(path))
 
 
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """A config mapping; ``base: other`` (a file beside this one) is read first and deep-merged."""
+def read_text(path: Path, what: str = "config") -> str:
+    """The text of a UTF-8 file; a folder, another encoding or an unreadable file is a
+    :class:`ConfigError` naming the file and the fix (``what`` names the kind of file)."""
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        return path.read_text(encoding="utf-8")
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a {what} file; give a YAML file") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path}: not a UTF-8 text file (byte {error.object[error.start]:#04x} at offset "
+            f"{error.start}); a {what} file must be YAML saved as UTF-8"
+        ) from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the {what} file: {error.strerror}") from None
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config mapping; ``base: other`` (a file relative to this one's folder) is read first and
+    deep-merged. ``seen`` holds the resolved paths of the files that led here (loop detection)."""
+    seen = (*seen, path.resolve())
+    try:
+        data = yaml.safe_load(read_text(path)) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(data, dict):
@@ -292,10 +387,21 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     base = data.pop("base", None)
     if base is None:
         return data
-    base_path = (path.parent / base).with_suffix(".yaml")
-    if not base_path.exists() or base_path in seen:
-        raise ConfigError(f"{path}: base {base!r} not found next to it (or circular)")
-    return _merge(_read_yaml(base_path, (*seen, path)), data)
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(
+            f"{path}: base must be the name of one config file (a string, without .yaml) "
+            f"relative to this file's folder, e.g. base: mnist_base; got {base!r}"
+        )
+    base_path = path.parent / f"{base.removesuffix('.yaml')}.yaml"
+    if base_path.resolve() in seen:
+        chain = " -> ".join(str(p) for p in (*seen, base_path.resolve()))
+        raise ConfigError(f"{path}: base {base!r} makes a loop ({chain}); remove one base: line")
+    if not base_path.exists():
+        raise ConfigError(
+            f"{path}: base {base!r} not found: expected the file {base_path} (a base is "
+            "relative to the folder of the file that names it)"
+        )
+    return _merge(_read_yaml(base_path, seen), data)
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from typing import Any
 
 import yaml
 
-from alignment.config import Config, ConfigError
+from alignment.config import Config, ConfigError, read_text
 
 SPEC_DIR = Path(__file__).parent / "specs"
 SPEC_KEYS = ("name", "config", "set", "axes", "slurm", "out")
@@ -77,6 +77,8 @@ def find_spec(path_or_name: str | Path) -> Path:
     if path.is_file():
         return path
     bundled = bundled_specs().get(str(path_or_name).removesuffix(".yaml"))
+    if bundled is None and path.is_dir():
+        raise ConfigError(f"sweep spec {str(path)!r} is a folder; give a spec file (YAML)")
     if bundled is None:
         names = ", ".join(bundled_specs())
         raise ConfigError(f"sweep spec {str(path)!r} not found (bundled sweep specs: {names})")
@@ -86,7 +88,7 @@ def find_spec(path_or_name: str | Path) -> Path:
 def load_spec(path_or_name: str | Path) -> SweepSpec:
     """Read (safe loader) and validate a sweep spec file or bundled spec name."""
     path = find_spec(path_or_name)
-    text = path.read_text()
+    text = read_text(path, "sweep spec")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:

@@ -9,6 +9,7 @@ Launched by ``torchrun`` the same code trains data-parallel (see
 from __future__ import annotations
 
 import json
+import math
 import random
 import shutil
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from alignment.recording import Recorder, schedules
 from alignment.training.batches import Batches, evaluate, stack_first
 from alignment.training.checkpoint import load_checkpoint, save_checkpoint
 from alignment.training.distributed import World, setup, wrap
+from alignment.training.preflight import preflight
 from alignment.training.schedules import learning_rate, weight_decay
 
 DONE = "DONE"
@@ -57,7 +59,7 @@ def build_model(config: Config, num_classes: int, input_shape: tuple[int, ...]) 
     name = config.model.name
     if name == "mlp":
         model = MODELS[name](
-            in_features=int(torch.tensor(input_shape).prod()),
+            in_features=math.prod(input_shape),
             num_classes=num_classes,
             init=config.model.init,
         )
@@ -174,6 +176,7 @@ def train_run(
         verify_checksums=d.verify_checksums,
         eval_split=d.eval_split,
     )
+    preflight(config, splits.input_shape, splits.num_classes, device)  # fits data and memory?
     model = build_model(config, splits.num_classes, splits.input_shape).to(device)
     optimizer = make_optimizer(config, model)
     batches = Batches(
