@@ -175,25 +175,26 @@ def test_garbage_in_a_truncation_marker_is_an_error_naming_it(run: Path) -> None
 GROUP = {"zarr_format": 3, "node_type": "group", "attributes": {}}
 
 
-def test_records_written_before_checksums_stay_readable(tmp_path: Path) -> None:
-    """The layout of records written before manifests: plain zarr groups, no heads."""
-    ds = synthetic_run("fa", 0)
-    new = write_run(ds, tmp_path / "new")
+def test_records_written_before_checksums_stay_readable(run: Path, tmp_path: Path) -> None:
+    """The layout of records written before manifests: plain zarr groups, no log heads."""
+    ds, store = alignment.open_run(run, raw=True), SegmentStore(run)
     old = tmp_path / "old" / "record.zarr"
-    shutil.copytree(new, old.parent, ignore=shutil.ignore_patterns("record.zarr"))
-    static, main = alignment.open_run(new), SegmentStore(new).read("main")
     for path in (old, old / "main", old / "raw"):
         path.mkdir(parents=True)
-        (path / "zarr.json").write_text(
-            '{"zarr_format": 3, "node_type": "group", "attributes": {}}'
-        )
-    _strings_as_objects(static[["probe_input", "probe_label", "bbt_eigenvalues"]]).to_zarr(
-        old / "static", zarr_format=3, consolidated=False
-    )
-    _strings_as_objects(main).to_zarr(old / "main" / "00000000", zarr_format=3, consolidated=False)
-    xr.testing.assert_identical(alignment.open_run(old.parent), static)
+        (path / "zarr.json").write_text(json.dumps(GROUP))
+    for part, target in [
+        (store.read_static(), old / "static"),
+        (store.read("main"), old / "main" / "00000000"),
+        (store.read("raw"), old / "raw" / "00000000"),
+    ]:
+        _strings_as_objects(part).to_zarr(target, zarr_format=3, consolidated=False)
+    xr.testing.assert_identical(alignment.open_run(old.parent, raw=True), ds)
     report = integrity.verify(old.parent)
     assert report.ok and report.format == 0
+    flip_byte(old / "main" / "00000000" / "loss" / "c" / "0", where=0.1)  # zstd's frame header
+    with pytest.raises(DamagedRecordError, match="main/00000000/loss: cannot be read"):
+        alignment.open_run(old.parent)
+    assert integrity.verify(old.parent).problems[0].startswith(f"{old / 'main' / '00000000'}")
 
 
 # ---------------------------------------------------------------------- resume
@@ -314,12 +315,18 @@ def test_a_damaged_static_part_is_moved_aside(finished: Path, capsys) -> None:
 
 
 # ---------------------------------------------------------------------- many runs
+@pytest.fixture(scope="module")
+def three_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("three_runs")
+    for rule, seed in [("bp", 0), ("fa", 0), ("fa", 1)]:
+        write_run(synthetic_run(rule, seed), root / f"{rule}{seed}", flushes=2, compact=False)
+    return root
+
+
 @pytest.fixture
-def runs(tmp_path: Path) -> list[Path]:
-    return [
-        write_run(synthetic_run(rule, seed), tmp_path / f"{rule}{seed}", flushes=2, compact=False)
-        for rule, seed in [("bp", 0), ("fa", 0), ("fa", 1)]
-    ]
+def runs(three_runs: Path, tmp_path: Path) -> list[Path]:
+    root = Path(shutil.copytree(three_runs, tmp_path / "runs"))
+    return [root / name for name in ("bp0", "fa0", "fa1")]
 
 
 def test_a_damaged_run_among_many_is_named(runs: Path) -> None:
