@@ -357,3 +357,22 @@ def test_damaged_runs_are_skipped_on_request(runs: Path, lazy: bool) -> None:
 def test_zarr_reads_the_record_as_one_hierarchy_without_warnings(run: Path) -> None:
     group = zarr.open_group(run / "record.zarr", mode="r")
     assert {name for name, _ in group.groups()} == {"static", "main", "raw"}
+
+
+def test_a_log_compacted_while_it_is_read_is_read_again(run: Path, monkeypatch) -> None:
+    """Not damage: another process (the run's recorder closing) compacted the log meanwhile."""
+    from alignment.recording import store as store_module
+
+    store = SegmentStore(run)
+    expected = store.read("main")
+    read_zarr, compacted = store_module.read_zarr, []
+
+    def compacting_read(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if not compacted:
+            compacted.append(True)
+            store.compact("main")  # the segment about to be read is gone now
+        return read_zarr(*args, **kwargs)
+
+    monkeypatch.setattr(store_module, "read_zarr", compacting_read)
+    xr.testing.assert_identical(store.read("main"), expected)
+    assert [e.kind for e in store.entries("main")] == ["compact"]

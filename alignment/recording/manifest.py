@@ -32,7 +32,10 @@ class DamagedRecordError(ValueError):
     def __init__(self, problem: str, run_dir: str | os.PathLike | None = None) -> None:
         run = run_dir if run_dir is not None else run_of(problem.split(": ", 1)[0])
         super().__init__(f"{problem} (damaged record; {hint(run)})")
-        self.problem = problem
+        self.problem, self.run_dir = problem, run
+
+    def __reduce__(self) -> tuple:  # pickled as its arguments (e.g. from a worker process)
+        return type(self), (self.problem, self.run_dir)
 
 
 def run_of(path: str | os.PathLike) -> Path:

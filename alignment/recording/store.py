@@ -3,10 +3,11 @@
 Layout (every segment is a complete zarr v3 group, so the whole directory is one zarr hierarchy)::
 
     record.zarr/
-        zarr.json                    root group
+        zarr.json                    root group; attribute ``_alignment_record``: the format
         static/                      run-level data: probe_input, probe_label, bbt_eigenvalues,
                                      the layer coordinate, and the run attrs (config, rule, seed, …)
-        main/                        the log of per-step records (dim ``step``)
+        main/                        the log of per-step records (dim ``step``); its zarr.json
+                                     holds the log's head (``_alignment_log``: the last entry)
             00000000/                records segment: the records of one flush
             00000001/
             00000002.truncate.json   "drop every step ≥ s written before this entry" (resume)
@@ -29,6 +30,15 @@ interrupts that deletion, readers still ignore them). ``close()`` and resumption
 Reads are eager (numpy) or, with ``lazy=True``, dask-backed: each numeric variable of a segment
 becomes one dask chunk whose task reads its zarr array when computed, so opening reads only
 metadata and coordinates (see :func:`read_zarr`).
+
+Damage is an error naming the file, never wrong data (:mod:`.integrity`): every chunk is stored
+with zarr's ``crc32c`` codec after the compressor, verified whenever zarr decodes it; every
+segment's ``zarr.json`` holds a manifest (:mod:`.manifest`: its files with sizes and checksums,
+its steps), so a missing, truncated or altered file is found before a read returns NaN; a log's
+entries are numbered without gaps from 0 or from its last compact segment, and its head names
+the last entry written (updated after each, with ``os.replace``), so a deleted segment, first,
+middle or last, is found too. Records written before these have no manifests and no heads and
+are read unchecked.
 
 (Durability against power loss would additionally need fsync of every file and directory; a
 process crash, which is what this protects against, leaves the kernel's page cache intact.)
@@ -427,7 +437,18 @@ class SegmentStore:
     def read(self, kind: str, *, lazy: bool = False) -> xr.Dataset | None:
         """Replay the log of ``kind``: the records, or None if there are none. ``lazy``: every
         segment opened with dask and concatenated without reading data (see :func:`read_zarr`).
-        A damaged log raises :class:`DamagedRecordError` naming the file."""
+        A damaged log raises :class:`DamagedRecordError` naming the file; a log that a writer
+        compacted meanwhile (its entries changed during the read) is read again."""
+        for _ in range(3):
+            listed = self.entries(kind)
+            try:
+                return self._replay(kind, lazy)
+            except DamagedRecordError:
+                if self.entries(kind) == listed:
+                    raise
+        return self._replay(kind, lazy)
+
+    def _replay(self, kind: str, lazy: bool) -> xr.Dataset | None:
         dim = KINDS[kind]
         self.check_log(kind)
         parts: list[xr.Dataset] = []
