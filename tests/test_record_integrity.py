@@ -204,6 +204,12 @@ def test_resume_refuses_a_record_with_a_gap_and_names_the_repair(run: Path) -> N
         recorder(tiny(), run, None, resume=True)
 
 
+def test_resume_refuses_records_whose_static_part_is_gone(run: Path) -> None:
+    shutil.rmtree(run / "record.zarr" / "static")
+    with pytest.raises(DamagedRecordError, match=r"cannot resume .*record.zarr/static: missing"):
+        recorder(tiny(), run, None, resume=True)
+
+
 def test_resume_refuses_a_damaged_chunk(run: Path) -> None:
     flip_byte(segment(run, 0) / "step" / "c" / "0")
     with pytest.raises(DamagedRecordError, match=r"cannot resume .*checksum mismatch"):

@@ -191,6 +191,8 @@ class Recorder:
                     "resume=True to continue it, or use a new run directory"
                 )
             self._resume()
+        elif resume and any(self.store.entries(kind) for kind in KINDS):
+            check_resumable(self.store)  # records whose static part is gone: refused
         elif probe is not None:
             self._setup(*probe)
 
