@@ -44,44 +44,51 @@ def run_dirs(paths: list[str]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def _checkpoint_recorded(run_dir: Path) -> int | None:
-    """The last step the run's checkpoint saw recorded (None: no checkpoint)."""
+def _checkpoint_problem(run_dir: Path) -> str | None:
+    """Why the run's checkpoint cannot continue its record (None: it can, or there is none):
+    the check a resume makes (:func:`alignment.recording.integrity.check_checkpoint`)."""
+    from alignment.recording.integrity import DamagedRecordError, check_checkpoint
+    from alignment.recording.store import SegmentStore
     from alignment.training.checkpoint import load_checkpoint
 
-    checkpoint = load_checkpoint(run_dir)
+    path = run_dir / CHECKPOINT
+    try:
+        checkpoint = load_checkpoint(run_dir)
+    except Exception as error:  # any unreadable checkpoint is reported, not raised
+        return f"{path}: unreadable ({type(error).__name__}: {error})"
     if checkpoint is None:
         return None
-    return int(checkpoint.get("recorder", {}).get("last_recorded", -1))
+    state = checkpoint.get("recorder", {}) if isinstance(checkpoint, dict) else {}
+    try:
+        check_checkpoint(SegmentStore(run_dir), state)
+    except DamagedRecordError:
+        recorded = state["last_recorded"]
+        return f"{path}: saved after step {recorded} was recorded, which the record lacks"
+    return None
 
 
 def run_problems(run_dir: Path, held: int | None) -> list[str]:
     """What ``checkpoint.pt`` and ``DONE`` say was recorded and the record (ending at step
     ``held``) does not hold."""
     found = []
-    last = -1 if held is None else held
-    if (run_dir / CHECKPOINT).exists():
-        try:
-            recorded = _checkpoint_recorded(run_dir)
-        except Exception as error:  # any unreadable checkpoint is reported, not raised
-            found.append(f"{run_dir / CHECKPOINT}: unreadable ({type(error).__name__}: {error})")
-        else:
-            if recorded is not None and recorded > last:
-                found.append(
-                    f"{run_dir / CHECKPOINT}: saved after step {recorded} was recorded, but the "
-                    f"record ends at {_step(held)}: records were lost"
-                )
-    if (run_dir / DONE).exists():
-        try:
-            steps = int(json.loads((run_dir / DONE).read_text())["steps"])
-        except (ValueError, KeyError, TypeError) as error:
-            found.append(f"{run_dir / DONE}: unreadable ({error})")
-        else:
-            if last < steps:  # the trainer records the final evaluation at step `steps`
-                found.append(
-                    f"{run_dir / DONE}: the run finished its {steps} steps, but the record ends "
-                    f"at {_step(held)}"
-                )
+    problem = _checkpoint_problem(run_dir)
+    if problem is not None:
+        found.append(problem)
+    if (run_dir / DONE).exists() and _done_problem(run_dir, held) is not None:
+        found.append(_done_problem(run_dir, held))
     return found
+
+
+def _done_problem(run_dir: Path, held: int | None) -> str | None:
+    try:
+        steps = int(json.loads((run_dir / DONE).read_text())["steps"])
+    except (ValueError, KeyError, TypeError) as error:
+        return f"{run_dir / DONE}: unreadable ({error})"
+    if (-1 if held is None else held) < steps:  # the trainer records its final evaluation there
+        return f"{run_dir / DONE}: the run finished its {steps} steps, but the record ends at " + (
+            _step(held)
+        )
+    return None
 
 
 def _step(step: int | None) -> str:
@@ -134,10 +141,10 @@ def _repair_command(args: argparse.Namespace) -> int:
     for run_dir in run_dirs(args.runs):
         result = repair(run_dir)
         ahead = run_problems(run_dir, result.last_step)
-        if result.stop is None and not ahead:
+        if not result.problems and not ahead:
             print(f"{run_dir}: intact, nothing to repair")
             continue
-        for problem in result.problems:
+        for problem in [*result.problems, *ahead]:
             print(f"{run_dir}: found {problem}")
         for path in result.removed:
             print(f"{run_dir}: removed {path}")
@@ -149,6 +156,8 @@ def _repair_command(args: argparse.Namespace) -> int:
         elif result.stop is not None:
             kept = "no steps" if result.last_step is None else f"steps up to {result.last_step}"
             print(f"{run_dir}: truncated the record at step {result.stop}: it holds {kept}")
+        elif result.problems:
+            print(f"{run_dir}: rewrote the log's metadata, kept every step")
         print(f"{run_dir}: {_continue(run_dir, result.last_step)}")
     return 0
 
@@ -156,15 +165,13 @@ def _repair_command(args: argparse.Namespace) -> int:
 def _continue(run_dir: Path, held: int | None) -> str:
     """Make the run folder consistent with its repaired record; how to continue it."""
     notes = []
-    if (run_dir / DONE).exists():
+    if (run_dir / DONE).exists() and _done_problem(run_dir, held) is not None:
         (run_dir / DONE).unlink()
         notes.append("removed DONE (the record no longer covers the whole run)")
+    if (run_dir / DONE).exists():
+        return "the run is complete"
     if (run_dir / CHECKPOINT).exists():
-        try:
-            recorded = _checkpoint_recorded(run_dir)
-        except Exception:  # unreadable: useless for a resume
-            recorded = None
-        if recorded is not None and recorded <= (-1 if held is None else held):
+        if _checkpoint_problem(run_dir) is None:
             notes.append(f"`alignment resume {run_dir}` continues it from its checkpoint")
             return "; ".join(notes)
         os.replace(run_dir / CHECKPOINT, run_dir / AHEAD)

@@ -382,3 +382,19 @@ def test_a_log_compacted_while_it_is_read_is_read_again(run: Path, monkeypatch) 
     monkeypatch.setattr(store_module, "read_zarr", compacting_read)
     xr.testing.assert_identical(store.read("main"), expected)
     assert [e.kind for e in store.entries("main")] == ["compact"]
+
+
+def test_repair_of_a_garbled_log_head_keeps_every_step(
+    trained: Path, finished: Path, capsys
+) -> None:
+    (finished / "record.zarr" / "main" / "zarr.json").write_text("{garbage")
+    assert main(["repair", str(finished)]) == 0
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        f"{finished}: rewrote the log's metadata, kept every step",
+        f"{finished}: the run is complete",
+    ]
+    assert (finished / "DONE").exists() and (finished / "checkpoint.pt").exists()
+    assert integrity.verify(finished).ok
+    xr.testing.assert_identical(
+        data_of(alignment.open_run(finished)), data_of(alignment.open_run(trained))
+    )

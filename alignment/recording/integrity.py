@@ -101,11 +101,23 @@ def _entry_problems(store: SegmentStore, kind: str, entry: Entry) -> list[str]:
         except DamagedRecordError as error:
             return [error.problem]
         return []
+    return segment_problems(entry.path, required=_required(store, kind, entry))
+
+
+def _head(store: SegmentStore, kind: str) -> dict[str, int] | None:
+    """The log's head, None if it is missing or garbled (reported by the log's own check)."""
     try:
-        required = store.manifest_required(kind, entry)
-    except DamagedRecordError as error:
-        return [error.problem]
-    return segment_problems(entry.path, required=required)
+        return store.head(kind)
+    except DamagedRecordError:
+        return None
+
+
+def _required(store: SegmentStore, kind: str, entry: Entry) -> bool:
+    """Whether ``entry`` must have a manifest; by the record's format if the head is garbled."""
+    try:
+        return store.manifest_required(kind, entry)
+    except DamagedRecordError:
+        return entry.kind != "truncate" and store.format() >= 1
 
 
 def verify(run_dir: str | os.PathLike) -> Report:
@@ -126,7 +138,7 @@ def verify(run_dir: str | os.PathLike) -> Report:
         if (store.root / kind / "zarr.json").exists():
             for entry in store.live_entries(kind):
                 found += _entry_problems(store, kind, entry)
-        report.problems += found
+        report.problems += list(dict.fromkeys(found))
         if not found:
             report.last_steps[kind] = store.last_step(kind)
     return report
@@ -210,7 +222,7 @@ def _intact_prefix(store: SegmentStore, kind: str) -> tuple[list[Entry], bool]:
         if entry.seq != expected or _entry_problems(store, kind, entry):
             return live[:i], True
         expected = entry.seq + 1
-    head = store.head(kind) if (store.root / kind / "zarr.json").exists() else None
+    head = _head(store, kind)  # garbled or missing: the checkpoint, if any, tells what was lost
     return live, head is not None and head["last"] >= expected
 
 
@@ -264,7 +276,7 @@ def repair(run_dir: str | os.PathLike) -> Repair:
         if lost:
             last = _replay_last_step(store, kind, kept)
             stops.append(0 if last is None else last + 1)
-    result.stop = min(stops)
+    result.stop = min(stops) if stops else None  # None: only a log's metadata was damaged
     for kind, kept in prefixes.items():
         if not (store.root / kind / "zarr.json").exists():
             store.create()  # an empty log in place of a deleted one (keeps what exists)
@@ -275,7 +287,7 @@ def repair(run_dir: str | os.PathLike) -> Repair:
                 result.removed.append(entry.path)
     for kind in KINDS:
         last = store.last_step(kind)
-        if last is not None and last >= result.stop:
+        if result.stop is not None and last is not None and last >= result.stop:
             store.truncate(kind, result.stop)
         store.compact(kind)
     result.last_step = held_last_step(store)

@@ -350,7 +350,10 @@ class SegmentStore:
 
     def _set_head(self, kind: str, last: int) -> None:
         """Record that entries up to ``last`` were written (atomically, with ``os.replace``)."""
-        head = self.head(kind)
+        try:
+            head = self.head(kind)
+        except DamagedRecordError:  # garbled: rewritten whole (by a repair)
+            head = {"manifests_from": 0}
         since = head["manifests_from"] if head is not None else last
         meta_path = self.root / kind / "zarr.json"
         tmp = meta_path.parent / f".tmp-zarr.json-{uuid.uuid4().hex[:8]}"
