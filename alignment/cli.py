@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     from alignment.cli_sweep import add_commands as add_sweep_commands
 
     add_sweep_commands(sub)
+    from alignment.cli_verify import add_commands as add_verify_commands
+
+    add_verify_commands(sub)
     return parser
 
 

@@ -34,11 +34,12 @@ import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
 
+from alignment.recording.integrity import open_each
 from alignment.recording.schema import (
     RAW_QUANTITIES,
     RAW_STEP,
@@ -376,7 +377,11 @@ def _lazy_grid(parts: list[xr.Variable | None], placement: _Placement) -> xr.Var
 
 
 def open_runs(
-    paths_or_glob: PathLike | Iterable[PathLike], *, raw: bool = False, lazy: bool = True
+    paths_or_glob: PathLike | Iterable[PathLike],
+    *,
+    raw: bool = False,
+    lazy: bool = True,
+    on_damaged: Literal["raise", "skip"] = "raise",
 ) -> xr.Dataset:
     """Several runs as one Dataset with new leading dims ``rule``, ``seed`` and any rule option
     whose value differs between the runs (e.g. ``k``, ``density``): :func:`combine_runs` of
@@ -385,9 +390,14 @@ def open_runs(
     Lazy by default (``lazy=False`` reads everything into memory): data variables are dask
     arrays with one chunk per run, read when a result is computed; compute reduced results
     (``an.accuracy_table(ds).compute()``), not the whole Dataset. See the module docstring.
+
+    A damaged run raises an error naming its file (``on_damaged="raise"``); with
+    ``on_damaged="skip"`` every run's files are verified first and the damaged ones are left
+    out, each with a warning naming it (:func:`alignment.recording.integrity.open_each`).
     """
     paths = _paths(paths_or_glob)
-    return combine_runs([open_run(p, raw=raw, lazy=lazy) for p in paths], [str(p) for p in paths])
+    datasets, paths = open_each(paths, lambda p: open_run(p, raw=raw, lazy=lazy), on_damaged)
+    return combine_runs(datasets, [str(p) for p in paths])
 
 
 def combine_runs(datasets: list[xr.Dataset], names: list[str] | None = None) -> xr.Dataset:

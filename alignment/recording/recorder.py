@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from alignment.recording import schedules as sched
 from alignment.recording.context import LossFn, Network, StepContext
+from alignment.recording.integrity import check_checkpoint, check_resumable
 from alignment.recording.quantities import QUANTITIES, raw
 from alignment.recording.quantities.network import SCALARS
 from alignment.recording.schema import (
@@ -190,6 +191,8 @@ class Recorder:
                     "resume=True to continue it, or use a new run directory"
                 )
             self._resume()
+        elif resume and any(self.store.entries(kind) for kind in KINDS):
+            check_resumable(self.store)  # records whose static part is gone: refused
         elif probe is not None:
             self._setup(*probe)
 
@@ -272,6 +275,7 @@ class Recorder:
 
     def _resume(self) -> None:
         self.store.clean()
+        check_resumable(self.store)  # a damaged record or one with gaps is refused, not continued
         static = self.store.read_static()
         if "probe_input" not in static or "probe_label" not in static:
             raise ValueError(f"cannot resume {self.run_dir}: its record holds no probe batch")
@@ -446,6 +450,7 @@ class Recorder:
         """Continue from a checkpoint: records at steps ≥ ``state['step']`` are dropped, so that
         replaying the steps from the checkpoint gives the record of an uninterrupted run."""
         stop = int(state["step"])
+        check_checkpoint(self.store, state)  # the record must hold what the checkpoint saw
         self._buffer = [r for r in self._buffer if r.step < stop]
         self._raw_buffer = [r for r in self._raw_buffer if r.step < stop]
         self._raw_bytes = sum(

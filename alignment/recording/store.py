@@ -3,10 +3,11 @@
 Layout (every segment is a complete zarr v3 group, so the whole directory is one zarr hierarchy)::
 
     record.zarr/
-        zarr.json                    root group
+        zarr.json                    root group; attribute ``_alignment_record``: the format
         static/                      run-level data: probe_input, probe_label, bbt_eigenvalues,
                                      the layer coordinate, and the run attrs (config, rule, seed, …)
-        main/                        the log of per-step records (dim ``step``)
+        main/                        the log of per-step records (dim ``step``); its zarr.json
+                                     holds the log's head (``_alignment_log``: the last entry)
             00000000/                records segment: the records of one flush
             00000001/
             00000002.truncate.json   "drop every step ≥ s written before this entry" (resume)
@@ -30,6 +31,15 @@ Reads are eager (numpy) or, with ``lazy=True``, dask-backed: each numeric variab
 becomes one dask chunk whose task reads its zarr array when computed, so opening reads only
 metadata and coordinates (see :func:`read_zarr`).
 
+Damage is an error naming the file, never wrong data (:mod:`.integrity`): every chunk is stored
+with zarr's ``crc32c`` codec after the compressor, verified whenever zarr decodes it; every
+segment's ``zarr.json`` holds a manifest (:mod:`.manifest`: its files with sizes and checksums,
+its steps), so a missing, truncated or altered file is found before a read returns NaN; a log's
+entries are numbered without gaps from 0 or from its last compact segment, and its head names
+the last entry written (updated after each, with ``os.replace``), so a deleted segment, first,
+middle or last, is found too. Records written before these have no manifests and no heads and
+are read unchecked.
+
 (Durability against power loss would additionally need fsync of every file and directory; a
 process crash, which is what this protects against, leaves the kernel's page cache intact.)
 """
@@ -46,7 +56,11 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
+from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.storage import MemoryStore
+
+from alignment.recording import manifest
+from alignment.recording.manifest import DamagedRecordError
 
 RECORD = "record.zarr"
 STATIC = "static"
@@ -54,7 +68,16 @@ KINDS = {"main": "step", "raw": "raw_step"}
 """Log name → the dim its segments are concatenated along."""
 
 _ENTRY = re.compile(r"^(\d{8})(\.compact|\.truncate\.json)?$")
-_ROOT_META = {"zarr_format": 3, "node_type": "group", "attributes": {}}
+_GROUP_META = {"zarr_format": 3, "node_type": "group", "attributes": {}}
+RECORD_KEY = "_alignment_record"
+"""Attribute of the root group: ``{"format": 1}`` in records written with manifests."""
+HEAD_KEY = "_alignment_log"
+"""Attribute of a log's group (``main``, ``raw``): ``{"last": seq, "manifests_from": seq}``, the
+last entry written and the first written with a manifest."""
+COMPRESSORS = (ZstdCodec(level=0, checksum=False), Crc32cCodec())
+"""zarr's default compressor, then a CRC-32C of the compressed chunk, verified on every read."""
+_PASS_THROUGH = (PermissionError, MemoryError, DamagedRecordError)
+"""Errors a read passes on as they are; any other error reading a group means it is damaged."""
 
 
 @dataclass(frozen=True)
@@ -90,8 +113,10 @@ def _strings_as_unicode(ds: xr.Dataset) -> xr.Dataset:
     return ds
 
 
-def write_zarr(ds: xr.Dataset, path: Path) -> None:
-    """Write ``ds`` as a zarr v3 group at ``path`` atomically (temporary directory + rename).
+def write_zarr(ds: xr.Dataset, path: Path, dim: str | None = None) -> None:
+    """Write ``ds`` as a zarr v3 group at ``path`` atomically (temporary directory + rename),
+    every chunk with a CRC-32C and the group with its manifest (:mod:`.manifest`; ``dim``: the
+    dim whose steps the manifest lists).
 
     The group is encoded into a :class:`zarr.storage.MemoryStore` and its keys written as the
     files a ``LocalStore`` would hold (key ``a/b`` → file ``a/b``): one round trip through zarr's
@@ -99,14 +124,21 @@ def write_zarr(ds: xr.Dataset, path: Path) -> None:
     """
     tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
     contents: dict = {}
-    _strings_as_objects(ds).to_zarr(
-        MemoryStore(contents), mode="w-", zarr_format=3, consolidated=False
+    ds = _strings_as_objects(ds)
+    encoding = {name: {"compressors": COMPRESSORS} for name in ds.variables}
+    ds.to_zarr(
+        MemoryStore(contents), mode="w-", zarr_format=3, consolidated=False, encoding=encoding
+    )
+    files = {key: buffer.to_bytes() for key, buffer in contents.items()}
+    steps = ds[dim].values if dim is not None and dim in ds.coords else None
+    files["zarr.json"] = manifest.with_manifest(
+        files["zarr.json"], {k: v for k, v in files.items() if k != "zarr.json"}, steps
     )
     try:
-        for key, buffer in contents.items():
+        for key, data in files.items():
             target = tmp.joinpath(*key.split("/"))
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(buffer.to_bytes())
+            target.write_bytes(data)
         os.rename(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -117,7 +149,33 @@ def _read_array(segment: str, name: str) -> np.ndarray:
     """The values of array ``name`` of a segment (a task of a lazy segment's dask graph)."""
     import zarr
 
-    return np.asarray(zarr.open_array(store=segment, path=name, mode="r", zarr_format=3)[...])
+    try:
+        return np.asarray(zarr.open_array(store=segment, path=name, mode="r", zarr_format=3)[...])
+    except _PASS_THROUGH:
+        raise
+    except Exception as error:
+        if not Path(segment).is_dir():
+            raise FileNotFoundError(
+                f"{segment} is gone (compacted by the run's recorder since it was opened?); "
+                "reopen the run"
+            ) from error
+        raise DamagedRecordError(f"{Path(segment) / name}: cannot be read ({error})") from error
+
+
+def _load(ds: xr.Dataset, path: Path) -> xr.Dataset:
+    """``ds`` read into memory; an error names the array that cannot be read."""
+    try:
+        return ds.load()
+    except _PASS_THROUGH:
+        raise
+    except Exception as error:
+        for name, var in ds.variables.items():
+            try:
+                var.load()
+            except Exception as culprit:
+                where = path / str(name)
+                raise DamagedRecordError(f"{where}: cannot be read ({culprit})") from error
+        raise DamagedRecordError(f"{path}: cannot be read ({error})") from error
 
 
 def _stored_as_is(var: xr.Variable) -> bool:
@@ -147,13 +205,25 @@ def _lazy_variable(var: xr.Variable, segment: Path, name: str, token: str) -> xr
     return xr.Variable(var.dims, data, var.attrs)
 
 
-def read_zarr(path: Path, *, lazy: bool = False) -> xr.Dataset:
+def read_zarr(path: Path, *, lazy: bool = False, required: bool = False) -> xr.Dataset:
     """A segment, loaded into memory (eager), or with ``lazy=True`` opened with dask: every
     numeric data variable one dask chunk (nothing read until computed), coordinates, strings and
-    attrs in memory."""
+    attrs in memory. Checked against its manifest first (``required``: it must have one); a
+    damaged segment raises :class:`DamagedRecordError` naming the file."""
+    manifest.check(path, required=required)
+    try:
+        return _read_zarr(path, lazy)
+    except _PASS_THROUGH:
+        raise
+    except Exception as error:
+        raise DamagedRecordError(f"{path}: cannot be read ({error})") from error
+
+
+def _read_zarr(path: Path, lazy: bool) -> xr.Dataset:
     with xr.open_dataset(path, engine="zarr", consolidated=False, zarr_format=3, chunks=None) as ds:
+        ds.attrs.pop(manifest.KEY, None)
         if not lazy:
-            return _strings_as_unicode(ds.load())
+            return _strings_as_unicode(_load(ds, path))
         from dask.base import tokenize
 
         token = tokenize(str(path.resolve()), path.stat().st_mtime_ns)
@@ -207,11 +277,21 @@ class SegmentStore:
         return (self.root / STATIC).is_dir()
 
     def create(self) -> None:
-        for path in (self.root, *(self.root / kind for kind in KINDS)):
+        attributes = {
+            self.root: {RECORD_KEY: {"format": manifest.FORMAT}},
+            **{self.root / kind: {HEAD_KEY: {"last": -1, "manifests_from": 0}} for kind in KINDS},
+        }
+        for path, attrs in attributes.items():
             path.mkdir(parents=True, exist_ok=True)
             meta = path / "zarr.json"
             if not meta.exists():
-                meta.write_text(json.dumps(_ROOT_META))
+                meta.write_text(json.dumps({**_GROUP_META, "attributes": attrs}))
+
+    def format(self) -> int:
+        """1 for a record written with manifests and log heads, 0 for an older one."""
+        meta = manifest.read_json(self.root / "zarr.json")
+        record = meta.get("attributes", {}).get(RECORD_KEY) if isinstance(meta, dict) else None
+        return int(record["format"]) if isinstance(record, dict) else 0
 
     def clean(self) -> None:
         """Delete the hidden leftovers of interrupted writes (call with no writer running)."""
@@ -231,7 +311,7 @@ class SegmentStore:
         """The static part; ``lazy``: data variables as dask arrays (see :func:`read_zarr`)."""
         if not self.exists():
             raise FileNotFoundError(f"no recorded run at {self.root.parent} (no {RECORD}/static)")
-        return read_zarr(self.root / STATIC, lazy=lazy)
+        return read_zarr(self.root / STATIC, lazy=lazy, required=self.format() >= 1)
 
     # ------------------------------------------------------------------ the log
     def entries(self, kind: str) -> list[Entry]:
@@ -254,35 +334,134 @@ class SegmentStore:
         compacts = [i for i, e in enumerate(entries) if e.kind == "compact"]
         return entries[compacts[-1] :] if compacts else entries
 
+    def head(self, kind: str) -> dict[str, int] | None:
+        """The log's head (see ``HEAD_KEY``), None in a record written before heads."""
+        meta_path = self.root / kind / "zarr.json"
+        meta = manifest.read_json(meta_path)
+        head = meta.get("attributes", {}).get(HEAD_KEY) if isinstance(meta, dict) else None
+        if head is None:
+            return None
+        if not (
+            isinstance(head, dict)
+            and all(isinstance(head.get(k), int) for k in ("last", "manifests_from"))
+        ):
+            raise DamagedRecordError(f"{meta_path}: its log head ({HEAD_KEY}) is malformed")
+        return head
+
+    def _set_head(self, kind: str, last: int) -> None:
+        """Record that entries up to ``last`` were written (atomically, with ``os.replace``)."""
+        try:
+            head = self.head(kind)
+        except DamagedRecordError:  # garbled: rewritten whole (by a repair)
+            head = {"manifests_from": 0}
+        since = head["manifests_from"] if head is not None else last
+        meta_path = self.root / kind / "zarr.json"
+        tmp = meta_path.parent / f".tmp-zarr.json-{uuid.uuid4().hex[:8]}"
+        attrs = {HEAD_KEY: {"last": int(last), "manifests_from": int(since)}}
+        tmp.write_text(json.dumps({**_GROUP_META, "attributes": attrs}))
+        os.replace(tmp, meta_path)
+
+    def log_problems(self, kind: str) -> list[str]:
+        """Entries missing from the log of ``kind``, one ``"FILE: what"`` per problem.
+
+        The entries are numbered without gaps from 0 or from the last compact segment, and the
+        log's head names the last one written: a gap, a missing start or a missing end (a
+        deleted segment) is a problem; so is a missing log in a record written with heads.
+        """
+        folder = self.root / kind
+        if not (folder / "zarr.json").exists():
+            if self.format() >= 1:
+                return [f"{folder / 'zarr.json'}: missing (the log of {kind} records)"]
+            return []
+        try:
+            head = self.head(kind)
+        except DamagedRecordError as error:
+            return [error.problem]
+        live = self.live_entries(kind)
+        found = []
+        expected = live[0].seq if live and live[0].kind == "compact" else 0
+        for entry in live:
+            if entry.seq != expected:
+                missing = f"{expected:08d}" + (
+                    f"–{entry.seq - 1:08d}" if entry.seq - 1 > expected else ""
+                )
+                found.append(f"{folder / missing}: missing (the log goes on at {entry.path.name})")
+            expected = entry.seq + 1
+        if head is not None and head["last"] >= expected:
+            last = head["last"]
+            found.append(
+                f"{folder / f'{last:08d}'}: missing (the log ends at {expected - 1:08d}, its "
+                f"head in {folder / 'zarr.json'} says it was written up to {last:08d})"
+            )
+        return found
+
+    def check_log(self, kind: str) -> None:
+        """Raise :class:`DamagedRecordError` naming the first problem of :meth:`log_problems`."""
+        found = self.log_problems(kind)
+        if found:
+            raise DamagedRecordError(found[0])
+
+    def manifest_required(self, kind: str, entry: Entry) -> bool:
+        """Whether ``entry`` was written with a manifest (by a writer that writes them)."""
+        head = self.head(kind)
+        return entry.kind != "truncate" and head is not None and entry.seq >= head["manifests_from"]
+
     def _next_seq(self, kind: str) -> int:
         entries = self.entries(kind)
-        return entries[-1].seq + 1 if entries else 0
+        last = entries[-1].seq if entries else -1
+        head = self.head(kind) if (self.root / kind / "zarr.json").exists() else None
+        return max(last, -1 if head is None else head["last"]) + 1
 
     def append(self, kind: str, ds: xr.Dataset) -> Path:
-        path = self.root / kind / f"{self._next_seq(kind):08d}"
-        write_zarr(ds, path)
+        seq = self._next_seq(kind)
+        path = self.root / kind / f"{seq:08d}"
+        write_zarr(ds, path, KINDS[kind])
+        self._set_head(kind, seq)
         return path
 
     def truncate(self, kind: str, stop: int) -> None:
         """Drop every record at step ≥ ``stop`` written so far (one atomic marker file)."""
-        path = self.root / kind / f"{self._next_seq(kind):08d}.truncate.json"
+        seq = self._next_seq(kind)
+        path = self.root / kind / f"{seq:08d}.truncate.json"
         tmp = path.parent / f".tmp-{path.name}"
         tmp.write_text(json.dumps({"stop": int(stop)}))
         os.rename(tmp, path)
+        self._set_head(kind, seq)
+
+    @staticmethod
+    def truncate_stop(path: Path) -> int:
+        """The step of a truncation marker; :class:`DamagedRecordError` naming it if garbled."""
+        marker = manifest.read_json(path)
+        stop = marker.get("stop") if isinstance(marker, dict) else None
+        if isinstance(stop, bool) or not isinstance(stop, int):
+            raise DamagedRecordError(f'{path}: not a truncation marker {{"stop": <step>}}')
+        return stop
 
     def read(self, kind: str, *, lazy: bool = False) -> xr.Dataset | None:
         """Replay the log of ``kind``: the records, or None if there are none. ``lazy``: every
-        segment opened with dask and concatenated without reading data (see :func:`read_zarr`)."""
+        segment opened with dask and concatenated without reading data (see :func:`read_zarr`).
+        A damaged log raises :class:`DamagedRecordError` naming the file; a log that a writer
+        compacted meanwhile (its entries changed during the read) is read again."""
+        for _ in range(3):
+            listed = self.entries(kind)
+            try:
+                return self._replay(kind, lazy)
+            except DamagedRecordError:
+                if self.entries(kind) == listed:
+                    raise
+        return self._replay(kind, lazy)
+
+    def _replay(self, kind: str, lazy: bool) -> xr.Dataset | None:
         dim = KINDS[kind]
+        self.check_log(kind)
         parts: list[xr.Dataset] = []
         for entry in self.live_entries(kind):
             if entry.kind == "truncate":
-                stop = json.loads(entry.path.read_text())["stop"]
+                stop = self.truncate_stop(entry.path)
                 parts = [_select_before(p, dim, stop) for p in parts]
-            elif entry.kind == "compact":
-                parts = [read_zarr(entry.path, lazy=lazy)]
-            else:
-                parts.append(read_zarr(entry.path, lazy=lazy))
+                continue
+            segment = read_zarr(entry.path, lazy=lazy, required=self.manifest_required(kind, entry))
+            parts = [segment] if entry.kind == "compact" else [*parts, segment]
         parts = [p for p in parts if p.sizes.get(dim, 0)]
         return concat(parts, dim) if parts else None
 
@@ -293,15 +472,20 @@ class SegmentStore:
         return int(np.asarray(ds[KINDS[kind]].values).max())
 
     def compact(self, kind: str) -> None:
-        """Rewrite the log of ``kind`` as one segment (crash-safe: see the module docstring)."""
+        """Rewrite the log of ``kind`` as one segment (crash-safe: see the module docstring);
+        an empty one when truncations dropped every record."""
         live = self.live_entries(kind)
         if not live or (len(live) == 1 and live[0].kind == "compact"):
             return
         ds = self.read(kind)
         stale = self.entries(kind)
-        if ds is not None:
-            write_zarr(ds, self.root / kind / f"{self._next_seq(kind):08d}.compact")
-        elif not any(e.kind == "truncate" for e in stale):
-            return
+        if ds is None:
+            if not any(e.kind == "truncate" for e in stale):
+                return
+            dim = KINDS[kind]
+            ds = xr.Dataset(coords={dim: np.array([], dtype=np.int64)})
+        seq = self._next_seq(kind)
+        write_zarr(ds, self.root / kind / f"{seq:08d}.compact", KINDS[kind])
+        self._set_head(kind, seq)
         for entry in stale:
             _remove(entry.path)
