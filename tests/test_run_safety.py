@@ -134,13 +134,15 @@ def test_a_second_train_on_one_folder_exits_at_once_and_the_first_finishes(
 ) -> None:
     out = tmp_path / "out"
     args = cli("train", runs["config"], "--out", out)
-    first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "first.log"
+    with log.open("w") as stderr:
+        first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         wait_for_holder(out / "seed0", first.pid, first)
         first.send_signal(signal.SIGSTOP)  # keep it holding the lock while the second starts
         refused_at_once(args, out / "seed0", first.pid)
         first.send_signal(signal.SIGCONT)
-        assert first.wait(timeout=300) == 0, first.stderr.read()
+        assert first.wait(timeout=300) == 0, log.read_text()
     finally:
         first.kill()
         first.wait()
@@ -452,3 +454,82 @@ def test_a_second_writer_in_another_thread_writes_nothing(tmp_path: Path) -> Non
         thread.join()
     assert len(errors) == 1 and f"{tmp_path / 'seed0'} is in use" in str(errors[0])
     assert [p.name for p in (tmp_path / "seed0").iterdir()] == [LOCK]
+
+
+# ------------------------------------------------------------------------------ sweep workers
+def children(pid: int) -> dict[int, str]:
+    """The child processes of ``pid`` and their command lines (from /proc)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:  # gone meanwhile
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found[int(entry.name)] = command
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie that nobody reaped has died)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds processes in /proc")
+def test_sweep_workers_die_with_a_killed_sweep(tmp_path: Path) -> None:
+    from alignment.sweeps import expand, load_spec
+    from tests.test_sweep_executors import TINY_SET, tiny_spec
+
+    spec = tiny_spec(tmp_path, set={**TINY_SET, "epochs": 40, "max_steps_per_epoch": 50})
+    out = tmp_path / "out"
+    runs = expand(load_spec(spec), out)
+    command = [sys.executable, "-m", "alignment", "sweep", str(spec), "--out", str(out)]
+    sweep = subprocess.Popen(
+        [*command, "--jobs", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + 300
+        while True:  # until both workers train (each holds its run's lock)
+            found = children(sweep.pid)
+            workers = {pid for pid, line in found.items() if "spawn_main" in line}
+            holders = {
+                pid for pid in workers for r in runs if f'"pid": {pid},' in _read(r.run_dir / LOCK)
+            }
+            if len(workers) == 2 and holders == workers:
+                break
+            assert sweep.poll() is None and time.monotonic() < deadline, "no workers trained"
+            time.sleep(0.05)
+        os.kill(sweep.pid, signal.SIGKILL)
+        sweep.wait()
+        deadline = time.monotonic() + 5
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [pid for pid in workers if alive(pid)], "workers outlived their sweep"
+    finally:
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        sweep.kill()
+        sweep.wait()
+    assert not any(is_locked(run.run_dir) for run in runs)
+    assert not any((run.run_dir / "DONE").exists() for run in runs)
+
+
+def test_the_watchdog_fallback_exits_once_the_parent_is_gone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from alignment.sweeps import local
+
+    exits: list[int] = []
+    monkeypatch.setattr(local.os, "_exit", exits.append)
+    local._watch_parent(os.getppid() + 1)  # not the parent (any more): exits at once
+    assert exits == [1]
+    if sys.platform.startswith("linux"):
+        assert local._parent_death_signal(0)  # prctl is reachable (signal 0: none)
