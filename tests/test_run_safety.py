@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -195,6 +196,35 @@ def test_hold_run_names_the_holder(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     with pytest.raises(RunLockedError, match=rf"{tmp_path} is in use .*pid 4242 on node7"):
         with hold_run(tmp_path):
             pass
+
+
+class FakeWorld:
+    """A rank of a distributed run whose rank 0 said ``said`` (broadcast)."""
+
+    def __init__(self, rank: int, said: object = None) -> None:
+        self.is_main, self.said, self.sent = rank == 0, said, []
+
+    def broadcast(self, obj: object) -> object:
+        self.sent.append(obj)
+        return obj if self.is_main else self.said
+
+
+def test_under_torchrun_rank_0_locks_and_every_rank_learns_the_outcome(tmp_path: Path) -> None:
+    with hold_run(tmp_path / "a", FakeWorld(1, (None, None))):  # rank 0 holds it
+        assert not (tmp_path / "a").exists()  # the other ranks do not lock
+    with pytest.raises(RunLockedError, match="in use by pid 7"):
+        with hold_run(tmp_path / "b", FakeWorld(1, ("in use by pid 7", None))):
+            pass
+    with pytest.raises(RuntimeError, match=r"rank 0 could not lock .*: read-only"):
+        with hold_run(tmp_path / "c", FakeWorld(1, (None, "read-only"))):
+            pass
+    rank0 = FakeWorld(0)
+    with run_lock(tmp_path / "d"):
+        thread = ThreadPoolExecutor(1)
+        with pytest.raises(RunLockedError, match="is in use by another process"):
+            thread.submit(lambda: hold_run(tmp_path / "d", rank0, wait_s=0).__enter__()).result()
+        thread.shutdown()
+    assert rank0.sent and "is in use" in rank0.sent[0][0]  # rank 0 told the others
 
 
 # ------------------------------------------------------------------------------ changed config

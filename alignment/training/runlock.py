@@ -69,12 +69,20 @@ def _key(run_dir: Path) -> str:
     return os.path.realpath(run_dir)
 
 
+def _command() -> str:
+    """This process's command line (``python -m alignment …`` as typed)."""
+    first, *rest = sys.argv or [""]
+    if Path(first).parts[-2:] == ("alignment", "__main__.py"):
+        return " ".join(["alignment", *rest])
+    return " ".join([Path(sys.executable).name, first, *rest]).strip()
+
+
 def _describe_self() -> str:
     return json.dumps(
         {
             "pid": os.getpid(),
             "host": socket.gethostname(),
-            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "command": _command(),
             "since": datetime.now(UTC).isoformat(timespec="seconds"),
         }
     )
