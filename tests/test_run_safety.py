@@ -198,6 +198,28 @@ def test_hold_run_names_the_holder(tmp_path: Path, monkeypatch: pytest.MonkeyPat
             pass
 
 
+def test_a_finished_run_in_a_read_only_folder_is_locked_read_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / LOCK).write_text("")
+    real_open = os.open
+
+    def read_only(path: str | Path, flags: int, *args: int) -> int:
+        if flags & (os.O_RDWR | os.O_WRONLY | os.O_CREAT):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", read_only)
+    with run_lock(tmp_path, wait_s=0) as held:
+        assert held and is_locked(tmp_path)
+    monkeypatch.undo()
+    assert (tmp_path / LOCK).read_text() == ""
+    with pytest.raises(OSError, match="Read-only"):  # no lock file: the error stands
+        monkeypatch.setattr(os, "open", read_only)
+        with run_lock(tmp_path / "new", wait_s=0):
+            pass
+
+
 class FakeWorld:
     """A rank of a distributed run whose rank 0 said ``said`` (broadcast)."""
 

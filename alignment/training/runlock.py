@@ -20,6 +20,7 @@ ahead unlocked.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import socket
@@ -137,13 +138,14 @@ def run_lock(run_dir: Path, wait_s: float | None = None) -> Iterator[bool]:
     if fcntl is None:  # pragma: no cover
         yield True
         return
-    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    fd, writable = _open(run_dir / LOCK)
     try:
         if not _try_lock(fd, LOCK_WAIT_S if wait_s is None else wait_s):
             yield False
             return
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, _describe_self().encode(), 0)
+        if writable:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, _describe_self().encode(), 0)
         with _registry_lock:
             _registry[key] = _Held(fd, threading.get_ident(), 1)
         try:
@@ -151,10 +153,26 @@ def run_lock(run_dir: Path, wait_s: float | None = None) -> Iterator[bool]:
         finally:
             with _registry_lock:
                 _registry.pop(key, None)
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)  # no holder any more
+            if writable:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)  # no holder any more
     finally:
         os.close(fd)  # releases the lock
+
+
+def _open(path: Path) -> tuple[int, bool]:
+    """A descriptor of the lock file and whether it is writable: in a folder this process may
+    not write to (a finished run on a read-only share) an existing lock file is locked read-only,
+    so that reading the run still works; writing into it fails later with its own error."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644), True
+    except OSError as error:
+        if error.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) or not path.exists():
+            raise
+        try:
+            return os.open(path, os.O_RDONLY), False
+        except OSError:
+            raise error from None
 
 
 def holds(run_dir: Path) -> bool:
@@ -206,7 +224,7 @@ def is_locked(run_dir: Path) -> bool:
         return False
     if holds(run_dir):
         return True
-    with open(path, "a+") as handle:
+    with open(path, "rb") as handle:  # read-only: works in a read-only folder too
         try:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
