@@ -448,6 +448,28 @@ def test_a_full_disk_in_train_is_one_line_and_the_run_resumes(
     assert_same_record(out / "seed0", runs["reference"])
 
 
+def test_a_full_disk_while_recording_is_one_line_and_leaves_no_temporary_files(
+    runs: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    real = Path.write_bytes
+
+    def full(self: Path, data: bytes) -> int:
+        if "main" in self.parts:  # the record's step segments
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    out = tmp_path / "out"
+    assert main(["train", str(runs["config"]), "--out", str(out), "--quiet"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "no space left on device while writing" in error[0]
+    assert str(out / "seed0" / "record.zarr" / "main") in error[0]
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]
+
+
 def test_a_read_only_output_folder_is_one_line(
     runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
