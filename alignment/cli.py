@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
@@ -117,17 +118,52 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; a user's error is one line ``alignment: error: …`` on stderr (exit 2; a
+    diverged run 3; a run folder that another process is training 4)."""
+    from alignment.training import DivergenceError
+    from alignment.training.checkpoint import os_error_cause
+    from alignment.training.runlock import RunLockedError
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except (ConfigError, FileNotFoundError, ValueError) as error:
-        print(f"alignment: error: {error}", file=sys.stderr)
-        return 2
-    except RuntimeError as error:
-        if type(error).__name__ not in ("DivergenceError",):
+        return _fail(str(error), 2)
+    except DivergenceError as error:
+        return _fail(str(error), 3)
+    except RunLockedError as error:
+        return _fail(str(error), 4)
+    except Exception as error:
+        cause = os_error_cause(error)
+        if cause is None:
             raise
-        print(f"alignment: error: {error}", file=sys.stderr)
-        return 3
+        return _fail(_describe_os_error(cause), 2)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"alignment: error: {message}", file=sys.stderr)
+    return code
+
+
+_OS_FIXES = {
+    errno.ENOSPC: "free some space (or use another --out), then run the same command again: "
+    "an interrupted run resumes from its last checkpoint",
+    errno.EDQUOT: "free some of your quota (or use another --out), then run the same command "
+    "again: an interrupted run resumes from its last checkpoint",
+    errno.EACCES: "choose a folder you may write to (--out), or fix its permissions",
+    errno.EPERM: "choose a folder you may write to (--out), or fix its permissions",
+    errno.EROFS: "choose a folder on a writable file system (--out)",
+}
+
+
+def _describe_os_error(error: OSError) -> str:
+    """``"no space left on device while writing <path>: free some space …"``."""
+    what = (error.strerror or str(error)).lower()
+    where = f" at {error.filename}" if error.filename else ""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT) and error.filename:
+        where = f" while writing {error.filename}"
+    fix = _OS_FIXES.get(error.errno, "check the path and the file system")
+    return f"{what}{where}: {fix}"
 
 
 if __name__ == "__main__":

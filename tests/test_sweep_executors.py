@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from alignment.sweeps import expand, load_spec
 from alignment.sweeps import worker as worker_module
 from alignment.sweeps.status import Status, run_states
 from alignment.sweeps.worker import train_one
+from alignment.training import runlock
 from alignment.training.trainer import train_run
 from tests.test_sweeps import TINY_SET as SWEEP_TINY_SET
 
@@ -143,10 +145,11 @@ def test_a_failing_run_leaves_error_and_the_others_finish(
 def test_train_one_skips_a_run_another_process_holds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(worker_module, "LOCK_WAIT_S", 0.1)
+    monkeypatch.setattr(runlock, "LOCK_WAIT_S", 0.1)
     run = expand(load_spec(tiny_spec(tmp_path)), tmp_path / "out")[0]
-    with worker_module.run_lock(run.run_dir):
-        outcome = train_one(run.config, run.run_dir, run.seed)
+    with ThreadPoolExecutor(1) as other:  # the lock is re-entrant in its thread only
+        with runlock.run_lock(run.run_dir):
+            outcome = other.submit(train_one, run.config, run.run_dir, run.seed).result()
     assert outcome.action == "running"
     assert not (run.run_dir / "config.yaml").exists()
 

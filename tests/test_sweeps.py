@@ -20,7 +20,8 @@ from alignment.sweeps.resources import (
     with_overrides,
 )
 from alignment.sweeps.status import Status, run_state, summary
-from alignment.sweeps.worker import ERROR, run_lock
+from alignment.sweeps.worker import ERROR
+from alignment.training.runlock import run_lock
 
 TINY_SET = {
     "epochs": 1,

@@ -31,16 +31,8 @@ from alignment.config import (
     parse_override,
 )
 from alignment.sweeps.spec import SweepSpec, check_field
+from alignment.training.runconfig import NON_IDENTITY
 
-NON_IDENTITY = (
-    "name",
-    "device",
-    "data.root",
-    "data.download",
-    "data.num_workers",
-    "data.verify_checksums",
-    "record.flush_every",
-)
 HASH_LENGTH = 8
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]")
 

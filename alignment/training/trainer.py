@@ -1,7 +1,10 @@
 """Train one config for one seed into a run directory, resumably, with the recorder wired in.
 
 A run directory holds ``config.yaml`` (the resolved config, one seed), ``record.zarr`` (the
-recorder's Dataset), ``checkpoint.pt`` (latest checkpoint) and ``DONE`` once finished.
+recorder's Dataset), ``checkpoint.pt`` (latest checkpoint), ``.lock`` (held by the process
+training it, see :mod:`alignment.training.runlock`) and ``DONE`` once finished. ``DONE`` is
+written only by the lock's holder after a complete run; a run is continued only under the config
+it was started with (:mod:`alignment.training.runconfig`) and from a checkpoint that fits it.
 Launched by ``torchrun`` the same code trains data-parallel (see
 :mod:`alignment.training.distributed`): rank 0 evaluates, records and checkpoints.
 """
@@ -21,15 +24,32 @@ import yaml
 from torch import nn
 from tqdm import tqdm
 
-from alignment.config import Config, config_from_dict
+from alignment.config import Config, ConfigError
 from alignment.convert import convert
 from alignment.data import load_dataset
 from alignment.models import MODELS
 from alignment.recording import Recorder, schedules
+from alignment.recording.store import KINDS
 from alignment.training.batches import Batches, evaluate, stack_first
-from alignment.training.checkpoint import load_checkpoint, save_checkpoint
+from alignment.training.checkpoint import (
+    CHECKPOINT,
+    CheckpointError,
+    check_checkpoint,
+    checkpoint_fix,
+    load_checkpoint,
+    save_checkpoint,
+)
 from alignment.training.distributed import World, setup, wrap
 from alignment.training.preflight import preflight
+from alignment.training.runconfig import (
+    ABSENT,
+    check_run_config,
+    describe,
+    differences,
+    read_run_config,
+    run_config,
+)
+from alignment.training.runlock import hold_run
 from alignment.training.schedules import learning_rate, weight_decay
 
 DONE = "DONE"
@@ -48,10 +68,15 @@ class RunResult:
 
 
 def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` if available, else ``cpu``; ``cuda`` without CUDA is refused."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but CUDA is not available; use --device cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device {device!r} requested but CUDA is not available on this machine (torch "
+            f"{torch.__version__}, no GPU found): use --device cpu (or --set device=cpu, or "
+            "device: auto in the config)"
+        )
     return device
 
 
@@ -158,15 +183,37 @@ def train_run(
     quiet: bool = False,
     resume: bool = False,
 ) -> RunResult:
-    """Train ``config`` with ``seed`` into ``run_dir`` (continuing its checkpoint if ``resume``)."""
+    """Train ``config`` with ``seed`` into ``run_dir`` (continuing its checkpoint if ``resume``).
+
+    Holds ``run_dir``'s lock throughout (:class:`~alignment.training.runlock.RunLockedError` if
+    another process holds it). Without ``resume`` the run starts afresh (what the folder held
+    goes); with it, the folder's config and checkpoint must fit ``config``
+    (:class:`~alignment.config.ConfigError`, :class:`~alignment.training.checkpoint.
+    CheckpointError`).
+    """
     run_dir = Path(run_dir)
     world, device = setup(resolve_device(device or config.device))
-    resume = bool(world.broadcast(resume))  # every rank follows rank 0's view of the directory
+    with hold_run(run_dir, world):
+        return _train_locked(config, run_dir, seed, world, device, quiet, resume)
+
+
+def _agree(world: World, action) -> None:
+    """Run ``action`` on rank 0; every rank raises the exception it raised (so all stop)."""
+    error = None
     if world.is_main:
-        _prepare(run_dir, config, seed, resume)
-    world.barrier()
-    torch.manual_seed(seed)
-    random.seed(seed)
+        try:
+            action()
+        except Exception as raised:
+            error = raised
+    error = world.broadcast(error)
+    if error is not None:
+        raise error
+
+
+def _train_locked(
+    config: Config, run_dir: Path, seed: int, world: World, device: str, quiet: bool, resume: bool
+) -> RunResult:
+    resume = bool(world.broadcast(resume))  # every rank follows rank 0's view of the directory
     d = config.data
     splits = load_dataset(
         d.name,
@@ -176,7 +223,11 @@ def train_run(
         verify_checksums=d.verify_checksums,
         eval_split=d.eval_split,
     )
-    preflight(config, splits.input_shape, splits.num_classes, device)  # fits data and memory?
+    # Does the model take the data and fit in memory? Checked before anything is written.
+    preflight(config, splits.input_shape, splits.num_classes, device)
+    _agree(world, lambda: _prepare(run_dir, config, seed, resume))
+    torch.manual_seed(seed)
+    random.seed(seed)
     model = build_model(config, splits.num_classes, splits.input_shape).to(device)
     optimizer = make_optimizer(config, model)
     batches = Batches(
@@ -189,6 +240,8 @@ def train_run(
         world_size=world.size,
     )
     per_epoch, total = batches.per_epoch, config.epochs * batches.per_epoch
+    # Every rank reads (rank 0's) checkpoint, and checks it before the record is touched.
+    state = _checked_checkpoint(run_dir, model, config, seed, total, per_epoch) if resume else None
     probe = tuple(t.to(device) for t in stack_first(splits.eval, config.record.probe_size))
     recorder = _RankRecorder(
         _recorder(config, model, run_dir, probe, optimizer, seed, per_epoch, resume)
@@ -197,7 +250,7 @@ def train_run(
         world,
         _record_schedules(config, per_epoch).values(),
     )
-    start, accuracies = _restore(run_dir, model, optimizer, recorder) if resume else (0, [])
+    start, accuracies = _continue(state, run_dir, world, model, optimizer, recorder, config, seed)
     net = wrap(model, world, device)  # DDP under torchrun, the model itself otherwise
 
     def save(next_step: int) -> None:
@@ -214,6 +267,8 @@ def train_run(
                 "recorder": recorder.state_dict(),
                 "step": next_step,
                 "accuracies": accuracies,
+                "rule": config.rule_name,
+                "config": run_config(config, seed),
             },
         )
 
@@ -259,31 +314,106 @@ def train_run(
         recorder.close()
     accuracies = world.broadcast(accuracies)
     result = RunResult(run_dir, accuracies[-1], max(accuracies), total)
-    if world.is_main:
+    if world.is_main:  # the lock's holder, after a complete run
         done = {"final_accuracy": accuracies[-1], "best_accuracy": max(accuracies), "steps": total}
         (run_dir / DONE).write_text(json.dumps(done))
     world.barrier()
     return result
 
 
-def _restore(run_dir: Path, model, optimizer, recorder) -> tuple[int, list[float]]:
-    """Load ``run_dir``'s checkpoint (on every rank: rank 0's); the step and accuracies so far."""
-    checkpoint = load_checkpoint(run_dir)
-    if checkpoint is None:
+def _checked_checkpoint(
+    run_dir: Path, model: nn.Module, config: Config, seed: int, total: int, per_epoch: int
+) -> dict | None:
+    """``run_dir``'s checkpoint, checked against the model and the config (None if none)."""
+    state = load_checkpoint(run_dir)
+    if state is not None:
+        check_checkpoint(
+            state,
+            run_dir / CHECKPOINT,
+            model=model.state_dict(),
+            config=run_config(config, seed),
+            rule=config.rule_name,
+            total=total,
+            per_epoch=per_epoch,
+        )
+    return state
+
+
+def _continue(
+    state: dict | None,
+    run_dir: Path,
+    world: World,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    recorder: _RankRecorder,
+    config: Config,
+    seed: int,
+) -> tuple[int, list[float]]:
+    """The step and the accuracies so far: from the checkpoint ``state`` (after checking the
+    record against it), or from scratch."""
+    if state is None:
         return 0, []
-    model.load_state_dict(checkpoint["model"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    torch.set_rng_state(checkpoint["torch_rng"])
-    random.setstate(checkpoint["python_rng"])
-    recorder.load_state_dict(checkpoint["recorder"])
-    return checkpoint["step"], list(checkpoint["accuracies"])
+    _agree(world, lambda: _check_record(recorder.recorder, state, config, seed))
+    return _restore(state, run_dir / CHECKPOINT, model, optimizer, recorder)
+
+
+def _restore(state: dict, path: Path, model, optimizer, recorder) -> tuple[int, list[float]]:
+    """Continue from a checked checkpoint ``state`` (on every rank: rank 0's); the step and the
+    accuracies so far."""
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["python_rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        reason = (str(error).splitlines() or [""])[0]
+        raise CheckpointError(
+            f"{path} does not fit this run ({type(error).__name__}: {reason}): "
+            f"{checkpoint_fix(path)}"
+        ) from None
+    recorder.load_state_dict(state["recorder"])
+    return state["step"], list(state["accuracies"])
+
+
+def _check_record(recorder: Recorder, state: dict, config: Config, seed: int) -> None:
+    """Refuse to continue a record that lacks steps the checkpoint saw recorded, or that was
+    started under another config (checkpoints from before they named their config)."""
+    store = recorder.store
+    checkpoint = recorder.run_dir / CHECKPOINT
+    expected = int(state["recorder"].get("last_recorded", -1))
+    steps = [store.last_step(kind) for kind in KINDS] if store.exists() else []
+    last = max((s for s in steps if s is not None), default=-1)
+    if last < expected:
+        raise CheckpointError(
+            f"{store.root} ends at step {last}, but {checkpoint} was saved after step "
+            f"{expected} was recorded: the record lost steps. {checkpoint_fix(checkpoint)}"
+        )
+    stored = store.read_static().attrs.get("config")
+    if stored:
+        diffs = [
+            d
+            for d in differences(json.loads(stored), run_config(config, seed))
+            if d[0] != "seeds" and d[1] is not ABSENT
+        ]
+        if diffs:
+            raise ConfigError(
+                f"{store.root} was recorded under another config: "
+                f"{describe(diffs, 'in the record', 'now')}. Continuing it would mix two "
+                f"experiments: {checkpoint_fix(checkpoint)}"
+            )
 
 
 def _prepare(run_dir: Path, config: Config, seed: int, resume: bool) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:  # from step 0: what an earlier attempt left before its first checkpoint goes
-        shutil.rmtree(run_dir / "record.zarr", ignore_errors=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump({**config.to_dict(), "seeds": [seed]}))
+    if resume:
+        check_run_config(run_dir, config, seed)
+        return
+    # From step 0: what an earlier attempt left goes, DONE first (it must never describe a
+    # record that is being rewritten).
+    for name in (DONE, CHECKPOINT, CHECKPOINT + ".tmp"):
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "record.zarr", ignore_errors=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(run_config(config, seed)))
 
 
 def _schedule(optimizer, config: Config, epoch: int, step: int, per_epoch: int) -> None:
@@ -340,33 +470,47 @@ def train(
     quiet: bool = False,
 ) -> list[RunResult]:
     """Train every seed of ``config`` into ``out/seed<N>``; finished runs are skipped, interrupted
-    ones resumed."""
+    ones resumed. A run folder that holds another config (fields in
+    :data:`~alignment.training.runconfig.NON_IDENTITY` aside) is refused, finished or not."""
     seeds = config.seeds if seeds is None else seeds
+    world, _ = setup(resolve_device(device or config.device))
     results = []
     for seed, run_dir in zip(seeds, run_dirs(out, seeds), strict=True):
-        done = run_dir / DONE
-        if done.exists():
-            info = json.loads(done.read_text())
-            results.append(
-                RunResult(run_dir, info["final_accuracy"], info["best_accuracy"], info["steps"])
-            )
-            continue
-        resume = (run_dir / "checkpoint.pt").exists()
-        results.append(train_run(config, run_dir, seed, device=device, quiet=quiet, resume=resume))
+        with hold_run(run_dir, world):
+            _agree(world, lambda: check_run_config(run_dir, config, seed))  # noqa: B023
+            result = finished(run_dir)
+            if result is None:
+                resume = (run_dir / CHECKPOINT).exists()
+                result = train_run(config, run_dir, seed, device=device, quiet=quiet, resume=resume)
+        results.append(result)
     return results
+
+
+def finished(run_dir: Path) -> RunResult | None:
+    """The result ``run_dir/DONE`` records (None if the run is not done)."""
+    done = Path(run_dir) / DONE
+    if not done.exists():
+        return None
+    try:
+        info = json.loads(done.read_text())
+        return RunResult(run_dir, info["final_accuracy"], info["best_accuracy"], info["steps"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ConfigError(
+            f"{done} is damaged ({type(error).__name__}: {error}); delete it and run "
+            f"`alignment resume {run_dir}` to finish the run from its checkpoint"
+        ) from None
 
 
 def resume(run_dir: Path, *, device: str | None = None, quiet: bool = False) -> RunResult:
     """Continue an interrupted run from its last checkpoint (or start it if it has none)."""
     run_dir = Path(run_dir)
-    config_file = run_dir / "config.yaml"
-    if not config_file.exists():
-        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
-    config = config_from_dict(yaml.safe_load(config_file.read_text()), str(config_file))
-    if (run_dir / DONE).exists():
-        info = json.loads((run_dir / DONE).read_text())
-        return RunResult(run_dir, info["final_accuracy"], info["best_accuracy"], info["steps"])
-    has_checkpoint = (run_dir / "checkpoint.pt").exists()
-    return train_run(
-        config, run_dir, config.seeds[0], device=device, quiet=quiet, resume=has_checkpoint
-    )
+    config = read_run_config(run_dir)
+    world, _ = setup(resolve_device(device or config.device))
+    with hold_run(run_dir, world):
+        result = finished(run_dir)
+        if result is not None:
+            return result
+        has_checkpoint = (run_dir / CHECKPOINT).exists()
+        return train_run(
+            config, run_dir, config.seeds[0], device=device, quiet=quiet, resume=has_checkpoint
+        )
