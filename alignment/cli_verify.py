@@ -137,9 +137,11 @@ def _verify_command(args: argparse.Namespace) -> int:
 
 def _repair_command(args: argparse.Namespace) -> int:
     from alignment.recording.integrity import repair
+    from alignment.training.runlock import hold_run
 
     for run_dir in run_dirs(args.runs):
-        result = repair(run_dir)
+        with hold_run(run_dir):  # no writer may append while the log is cut
+            result = repair(run_dir)
         ahead = run_problems(run_dir, result.last_step)
         if not result.problems and not ahead:
             print(f"{run_dir}: intact, nothing to repair")

@@ -398,3 +398,31 @@ def test_repair_of_a_garbled_log_head_keeps_every_step(
     xr.testing.assert_identical(
         data_of(alignment.open_run(finished)), data_of(alignment.open_run(trained))
     )
+
+
+def test_repair_refuses_a_run_another_writer_holds(
+    run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import threading
+
+    from alignment.training.runlock import run_lock
+
+    flip_byte(segment(run, 4) / "loss" / "c" / "0")
+    held, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with run_lock(run):
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert held.wait(30)
+        assert main(["repair", str(run)]) == 4
+    finally:
+        release.set()
+        thread.join()
+    assert "in use by another process" in capsys.readouterr().err
+    assert len(list((run / "record.zarr" / "main").glob("00000004*"))) == 1  # nothing cut
+    assert main(["repair", str(run)]) == 0  # free again: repaired
