@@ -24,7 +24,7 @@ DATA = "sparse"
 
 def supports(ds: xr.Dataset) -> str | None:
     """None if the runs can draw this figure, else why not."""
-    ds = as_combined(ds, keep=("density",))
+    ds = as_combined(ds)
     if "density" not in ds.dims:
         return "the runs do not differ in feedback density (rule option 'density')"
     if np.isfinite(ds["density"].values).sum() < 2:

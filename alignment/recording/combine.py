@@ -578,7 +578,7 @@ def tidy(ds: xr.Dataset, variables: str | Sequence[str], *, dropna: bool = True)
             f"{', '.join(map(str, ds.data_vars))}"
         )
     if RUN not in ds.dims and "run_dims" not in ds.attrs:
-        ds = combine_runs([ds[[*names]].assign_attrs(ds.attrs)], [str(ds.attrs.get("rule", "run"))])
+        ds = combine_runs([ds], [str(ds.attrs.get("rule", "run"))])
     sub = ds[names].compute()
     factors = factors_of(sub) if is_stacked(sub) else []
     frame = sub.to_dataframe()
