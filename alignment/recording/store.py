@@ -43,7 +43,6 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -207,12 +206,26 @@ def concat(parts: list[xr.Dataset], dim: str) -> xr.Dataset:
     )
 
 
+class _Descriptor:
+    """An open file descriptor, closed (releasing its lock) by ``close`` or when collected."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd: int | None = fd
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    __del__ = close
+
+
 class SegmentStore:
     """The ``record.zarr`` directory of one run."""
 
     def __init__(self, run_dir: str | os.PathLike) -> None:
         self.root = run_path(run_dir) / RECORD
-        self._writer: Any = None  # the open WRITER_LOCK while this process records
+        self._writer: _Descriptor | None = None  # WRITER_LOCK, held while this process records
 
     # ------------------------------------------------------------------ layout
     def exists(self) -> bool:
@@ -242,13 +255,13 @@ class SegmentStore:
         :func:`alignment.summary.run_state`). Does nothing where another holder has it."""
         if fcntl is None or self._writer is not None:
             return
-        handle = open(self.root / WRITER_LOCK, "a+")
+        fd = os.open(self.root / WRITER_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            handle.close()
+            os.close(fd)
             return
-        self._writer = handle
+        self._writer = _Descriptor(fd)
 
     def release_writer(self) -> None:
         handle, self._writer = self._writer, None
