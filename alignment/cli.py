@@ -29,7 +29,12 @@ def _train(args: argparse.Namespace) -> int:
 def _resume(args: argparse.Namespace) -> int:
     from alignment.training import resume
     from alignment.training.distributed import shutdown, world_from_env
+    from alignment.training.trainer import DONE
 
+    if (Path(args.run_dir) / DONE).exists():
+        print(f"{args.run_dir} is already finished ({DONE}); nothing to resume")
+        _print_info(Path(args.run_dir))
+        return 0
     try:
         result = resume(Path(args.run_dir), device=args.device, quiet=args.quiet)
     finally:
@@ -40,19 +45,15 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _run_dirs(path: Path) -> list[Path]:
-    if (path / "config.yaml").exists():
-        return [path]
-    found = sorted(p.parent for p in path.rglob("config.yaml"))
-    if not found:
-        raise FileNotFoundError(f"no run directories (with config.yaml) under {path}")
-    return found
+    from alignment.summary import run_dirs
+
+    return run_dirs(path)
 
 
 def _print_info(run_dir: Path) -> None:
-    from alignment.recording import open_run
-    from alignment.summary import summarize
+    from alignment.summary import run_summary
 
-    print(summarize(open_run(run_dir), title=f"== {run_dir}"))
+    print(run_summary(run_dir))
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -98,7 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--quiet", action="store_true")
     resume.set_defaults(func=_resume)
 
-    info = sub.add_parser("info", help="summary table of a run (or of every run below a folder)")
+    info = sub.add_parser(
+        "info",
+        help="state (running, interrupted, finished), accuracy and alignment of a run, or of "
+        "every run below a folder (trainer runs and own-loop records)",
+    )
     info.add_argument("run_dir")
     info.set_defaults(func=_info)
 

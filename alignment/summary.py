@@ -1,9 +1,54 @@
-"""The summary table of a run: accuracy and each layer's final alignment."""
+"""The summary of a run: its state (running, interrupted, finished), accuracy and each layer's
+last alignment, for the trainer's runs and for records of a user's own training loop alike.
+
+A run is *finished* when the trainer wrote ``DONE`` or the recorder was closed normally
+(``record.zarr/CLOSED``: ``Recorder.close()`` outside an exception); *running* while a process
+holds its lock (``.lock`` of a trainer or sweep run, ``record.zarr/.lock`` of a recorder that is
+writing); *interrupted* otherwise (killed, crashed, or stopped by an exception). Accuracies are in
+percent everywhere; "final" is said of finished runs only, the others show their last recorded
+value and its step.
+"""
 
 from __future__ import annotations
 
+from enum import StrEnum
+from pathlib import Path
+
 import numpy as np
 import xarray as xr
+
+from alignment.recording.store import RECORD, SegmentStore
+
+DONE = "DONE"  # alignment.training.trainer.DONE (not imported: no torch for a summary)
+
+
+class State(StrEnum):
+    RUNNING = "running"
+    INTERRUPTED = "interrupted"
+    FINISHED = "finished"
+
+
+def _is_locked(path: Path) -> bool:
+    try:  # where the run lock lives may move; both give is_locked(folder) for folder/.lock
+        from alignment.training.runlock import is_locked  # type: ignore[import-not-found]
+    except ImportError:
+        from alignment.sweeps.worker import is_locked
+    return bool(is_locked(path))
+
+
+def run_state(run_dir: str | Path) -> State:
+    """Whether the run in ``run_dir`` is running, interrupted or finished (module docstring)."""
+    run_dir = Path(run_dir)
+    if (run_dir / DONE).exists() or SegmentStore(run_dir).closed():
+        return State.FINISHED
+    if _is_locked(run_dir) or _is_locked(run_dir / RECORD):
+        return State.RUNNING
+    return State.INTERRUPTED
+
+
+def percent(fraction: float) -> str:
+    """An accuracy (a fraction) as the one unit every summary uses: ``"97.50 %"``."""
+    return f"{100 * fraction:.2f} %"
 
 
 def _last_finite(da: xr.DataArray) -> np.ndarray:
@@ -15,17 +60,49 @@ def _last_finite(da: xr.DataArray) -> np.ndarray:
     return np.where(finite.any(-1), picked, np.nan)
 
 
-def summarize(ds: xr.Dataset, title: str = "") -> str:
-    """Final and best test accuracy, and each layer's final feedback and gradient alignment."""
+def _accuracy(ds: xr.Dataset, state: State | None) -> str | None:
+    if "test_accuracy" not in ds:
+        return None
+    values = np.asarray(ds["test_accuracy"].values, dtype=float)
+    finite = np.flatnonzero(np.isfinite(values))
+    if not finite.size:
+        return None
+    last, best = values[finite[-1]], np.nanmax(values)
+    if state in (None, State.FINISHED):
+        return f"test accuracy: final {percent(last)}  best {percent(best)}"
+    step = int(ds["step"].values[finite[-1]])
+    return f"test accuracy: last recorded {percent(last)} (step {step})  best {percent(best)}"
+
+
+def _overhead(ds: xr.Dataset) -> str | None:
+    """The recording time (variable ``record_seconds``, where the recorder stores it)."""
+    if "record_seconds" not in ds:
+        return None
+    seconds = np.asarray(ds["record_seconds"].values, dtype=float)
+    seconds = seconds[np.isfinite(seconds)]
+    if not seconds.size:
+        return None
+    return (
+        f"recording: {seconds.sum():.2f} s over {seconds.size} records "
+        f"({1000 * seconds.mean():.1f} ms per record)"
+    )
+
+
+def summarize(ds: xr.Dataset, title: str = "", state: State | None = None) -> str:
+    """Run state and last recorded step, test accuracy (final and best, in %; for a run that is
+    not finished, its last recorded value), the recording time, and each layer's last feedback
+    and gradient alignment. ``state``: from :func:`run_state` (None: not known, e.g. a Dataset
+    in memory; then the last value reads as final)."""
     lines = [title] if title else []
-    if "test_accuracy" in ds:
-        acc = ds["test_accuracy"].values
-        acc = acc[np.isfinite(acc)]
-        if acc.size:
-            lines.append(
-                f"rule {ds.attrs.get('rule', '?')}  seed {ds.attrs.get('seed', '?')}  "
-                f"test accuracy: final {100 * acc[-1]:.2f} %  best {100 * acc.max():.2f} %"
-            )
+    where = f"rule {ds.attrs.get('rule', '?')}  seed {ds.attrs.get('seed', '?')}"
+    if state is not None:
+        steps = np.asarray(ds["step"].values) if "step" in ds.dims else np.array([])
+        last = f"last recorded step {int(steps.max())}" if steps.size else "no step recorded yet"
+        where += f"  {state.value}, {last}"
+    lines.append(where)
+    for line in (_accuracy(ds, state), _overhead(ds)):
+        if line:
+            lines.append(f"  {line}")
     columns = [name for name in ("feedback_alignment", "grad_alignment") if name in ds]
     if "layer" in ds.dims and columns:
         finals = {name: _last_finite(ds[name]) for name in columns}
@@ -35,3 +112,33 @@ def summarize(ds: xr.Dataset, title: str = "") -> str:
             cells = "".join(f"{finals[name][i]:>24.2f}" for name in columns)
             lines.append(f"  {layer!s:<28}{cells}")
     return "\n".join(lines)
+
+
+def run_dirs(path: str | Path) -> list[Path]:
+    """``path`` if it is a run folder (with a ``record.zarr``, or a trainer's ``config.yaml``),
+    else every run folder below it, sorted."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} is not a folder; give a run folder or a folder of runs")
+    if (path / RECORD).is_dir() or (path / "config.yaml").is_file():
+        return [path]
+    found = {p.parent for p in path.rglob(RECORD) if p.is_dir()}
+    found |= {p.parent for p in path.rglob("config.yaml") if RECORD not in p.parts}
+    found = {p for p in found if not any(q in found for q in p.parents)}  # not runs in runs
+    if not found:
+        raise FileNotFoundError(
+            f"no runs under {path}: a run folder holds a record.zarr (Recorder) or a config.yaml "
+            "(alignment train); give a run folder or a folder above runs"
+        )
+    return sorted(found)
+
+
+def run_summary(run_dir: str | Path) -> str:
+    """:func:`summarize` of the run in ``run_dir`` with its state, titled ``== run_dir``."""
+    from alignment.recording import open_run
+
+    run_dir = Path(run_dir)
+    state = run_state(run_dir)
+    if not SegmentStore(run_dir).exists():
+        return f"== {run_dir}\n{state.value}, nothing recorded yet (no {RECORD})"
+    return summarize(open_run(run_dir), title=f"== {run_dir}", state=state)

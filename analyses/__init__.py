@@ -9,14 +9,17 @@ are kept or set so that figures label their axes from them; everything chains wi
     from alignment import open_runs
     import analyses as an
 
-    ds = open_runs("out/mnist_*/seed*").pipe(an.collapse_options)
-    table = an.accuracy_table(ds)
+    runs = open_runs("out/mnist_*/seed*")            # stacked along ``run``
+    ds = runs.pipe(an.collapse_options)              # the grid rule × seed, one variant per rule
+    table = an.accuracy_table(runs)                  # either form
+    frame = an.tidy(runs, ["feedback_alignment"])    # long table for pandas/seaborn
     print(an.to_markdown(table))
     trajectories = ds.pipe(an.alignment_trajectories, how="first")
 
 Public API, re-exported one by one:
 
-* across runs: :func:`combine`, :func:`as_combined`, :func:`split_runs`,
+* across runs: :func:`combine`, :func:`as_combined`, :func:`grid`, :func:`tidy`,
+  :func:`split_runs`,
   :func:`collapse_options`, :func:`seed_statistics`, :func:`accuracy_table`,
   :func:`table_frame`, :func:`to_markdown`, :func:`to_csv`, :func:`to_latex`;
 * trajectories: :func:`per_epoch`, :func:`alignment_trajectories`, :func:`with_depth`,
@@ -34,6 +37,7 @@ Model-touching code (representations of the probe batch) lives apart, in
 :mod:`analyses.representations`, and is not imported here (it needs torch models).
 """
 
+from alignment.recording.combine import grid, tidy
 from analyses._common import last_finite, relative_depth
 from analyses.cka import cka_matrix, linear_cka
 from analyses.decay import (
@@ -80,6 +84,7 @@ __all__ = [
     "expansion_study",
     "expansion_summary",
     "grad_alignment_by_depth",
+    "grid",
     "jacobian_alignment_distribution",
     "jacobian_steps",
     "last_finite",
@@ -97,6 +102,7 @@ __all__ = [
     "step_schedules",
     "steps_per_epoch",
     "table_frame",
+    "tidy",
     "to_csv",
     "to_latex",
     "to_markdown",

@@ -28,7 +28,8 @@ def label_attrs(source: Mapping[Hashable, object]) -> dict[str, object]:
 
 
 def run_dims(ds: xr.Dataset | xr.DataArray) -> tuple[str, ...]:
-    """The dims that combined runs added (``rule``, ``seed``, options), from attr ``run_dims``."""
+    """The dims that combined runs added (``run`` for a run stack; ``rule``, ``seed``, … for a
+    grid), from attr ``run_dims``."""
     text = ds.attrs.get("run_dims")
     if not text:
         return ()
@@ -36,8 +37,9 @@ def run_dims(ds: xr.Dataset | xr.DataArray) -> tuple[str, ...]:
 
 
 def option_dims(ds: xr.Dataset | xr.DataArray) -> tuple[str, ...]:
-    """The run dims that are rule options (everything but ``rule`` and ``seed``)."""
-    return tuple(dim for dim in run_dims(ds) if dim not in ("rule", "seed"))
+    """The run dims of a grid that are not ``rule`` and ``seed`` (rule options, tags, config
+    fields); none for a run stack (dim ``run``)."""
+    return tuple(dim for dim in run_dims(ds) if dim not in ("rule", "seed", "run"))
 
 
 def _last_finite(values: np.ndarray) -> np.ndarray:

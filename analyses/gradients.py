@@ -9,7 +9,7 @@ from __future__ import annotations
 import xarray as xr
 
 from analyses._common import labelled, last_finite
-from analyses.runs import seed_statistics
+from analyses.runs import as_combined, is_stacked, seed_statistics
 from analyses.trajectories import with_depth
 
 
@@ -36,6 +36,7 @@ def grad_alignment_by_depth(ds: xr.Dataset, *, window: int = 1, ddof: int = 1) -
     """Gradient alignment (and update norm ratio, if recorded) per layer at the end of training:
     the mean of each run's last ``window`` records, then mean/std/sem/n over seeds on a ``stat``
     dim, with a ``depth`` coordinate on ``layer``."""
+    ds = as_combined(ds) if is_stacked(ds) else ds
     out = {"grad_alignment": final_window(ds["grad_alignment"], window=window)}
     if "grad_norm" in ds and "grad_bp_norm" in ds:
         out["update_norm_ratio"] = final_window(update_norm_ratio(ds), window=window)

@@ -15,6 +15,7 @@ import numpy as np
 import xarray as xr
 
 from analyses._common import finite_steps, label_attrs, run_dims
+from analyses.runs import as_combined, is_stacked
 from analyses.trajectories import with_depth
 
 
@@ -55,6 +56,7 @@ def jacobian_alignment_distribution(
     ``angle`` (``bins`` equal bins on [0°, 180°] or explicit edges), ``angle_quantile`` (…, layer,
     quantile) and ``pooled`` (…, layer): the same angles pooled over layers as well, histogram.
     """
+    ds = as_combined(ds) if is_stacked(ds) else ds
     step = _step(ds, step)
     # one step of every run, small: read it (histograms and quantiles pool over runs)
     da = ds["jacobian_alignment"].sel(step=step, drop=True).compute()
@@ -110,6 +112,7 @@ def jacobian_alignment_distribution(
 def singular_value_spectra(ds: xr.Dataset, *, step: int | None = None) -> xr.Dataset:
     """Singular values of the true and of the feedback Jacobian (probe-batch means) at ``step``
     (default: the last Jacobian step), averaged over seeds, and their ratio fb/true per index."""
+    ds = as_combined(ds) if is_stacked(ds) else ds
     step = _step(ds, step)
     out = {}
     for name in ("jacobian_sv_true", "jacobian_sv_fb"):

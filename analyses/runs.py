@@ -1,10 +1,14 @@
-"""Across runs: combine records, split them again, reduce over seeds, tabulate accuracy.
+"""Across runs: combine records, regroup them, split them again, reduce over seeds, tabulate
+accuracy.
 
-A *combined* Dataset (from :func:`alignment.open_runs` or :func:`combine`) has leading dims
-``rule``, ``seed`` and one dim per rule option whose value differs between the runs (``k``,
-``density``, ``b_init``, …), listed in the JSON attr ``run_dims``. Grid points that no run has are
-NaN. :func:`collapse_options` removes option dims that only tell rules apart (PFA's ``k=10`` vs
-PFA-o's ``k=1``), which is what most figures want.
+:func:`alignment.open_runs` and :func:`combine` stack runs along a ``run`` dim whose coordinates
+are the runs' factors (rule, seed, rule options, user tags, chosen config fields: see
+:mod:`alignment.recording.combine`). The analyses work on a dense grid: :func:`as_combined` turns
+a stack into one with leading dims ``rule``, ``seed`` and whatever other factor still tells runs
+apart (a sweep over ``k`` adds ``k``; options that only tell rules apart, PFA's ``k=10`` vs
+PFA-o's ``k=1``, become coordinates on ``rule``), listed in the JSON attr ``run_dims``. Every
+analysis accepts either form and calls it at its entry. Grid points that no run has are NaN.
+:func:`collapse_options` removes option dims that remain (one variant per rule).
 """
 
 from __future__ import annotations
@@ -18,24 +22,29 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from alignment.recording.open import combine_runs
+from alignment.recording.combine import combine_runs, default_factors, grid, is_stacked
 from analyses._common import last_finite, option_dims, run_dims, select_variables
 from analyses.rules import order_rules, rule_label, sorted_rules
 
 T = TypeVar("T", xr.Dataset, xr.DataArray)
 
 STATS = ("mean", "std", "sem", "n")
-PER_RUN_ATTRS = ("config", "rule", "rule_options", "seed", "steps_per_epoch")
+PER_RUN_ATTRS = ("config", "rule", "rule_options", "seed", "steps_per_epoch", "tags")
 
 
 # ------------------------------------------------------------------------------ combining
-def combine(datasets: Sequence[xr.Dataset], *, names: Sequence[str] | None = None) -> xr.Dataset:
-    """Single-run Datasets (as :func:`alignment.open_run` returns them) as one Dataset with the
-    leading dims ``rule``, ``seed`` and every rule option that differs between them: what
-    :func:`alignment.open_runs` does for paths, for Datasets already in memory.
+def combine(
+    datasets: Sequence[xr.Dataset],
+    *,
+    names: Sequence[str] | None = None,
+    factors: Sequence[str] = (),
+) -> xr.Dataset:
+    """Single-run Datasets (as :func:`alignment.open_run` returns them) stacked along ``run``
+    with their factors as coordinates: what :func:`alignment.open_runs` does for paths, for
+    Datasets already in memory.
 
-    ``names`` (default ``run0``, ``run1``, …) stand in for the run paths in attr ``runs`` and in
-    error messages.
+    ``names`` (default ``run0``, ``run1``, …) stand in for the run paths in attr ``runs``, the
+    run IDs and error messages; ``factors``: config fields to add (dotted keys).
     """
     datasets = list(datasets)
     if not datasets:
@@ -46,17 +55,30 @@ def combine(datasets: Sequence[xr.Dataset], *, names: Sequence[str] | None = Non
                 f"combine: dataset {i} already combines runs (run_dims {run_dims(ds)}); "
                 "combine single runs, e.g. the results of split_runs()"
             )
-    return combine_runs(datasets, list(names) if names is not None else None)
+    return combine_runs(datasets, list(names) if names is not None else None, factors=factors)
 
 
-def as_combined(ds: xr.Dataset) -> xr.Dataset:
-    """A single run as a combined Dataset (dims ``rule`` and ``seed`` of size 1); a combined
-    Dataset unchanged."""
+def as_combined(ds: xr.Dataset, *, keep: Sequence[str] = ()) -> xr.Dataset:
+    """The dense grid the analyses work on: a run stack regrouped with
+    :func:`alignment.recording.grid` over ``rule``, ``seed``, the factors in ``keep`` (e.g.
+    ``density``) and every other factor that still tells runs apart; a single run as such a grid
+    of one run; a grid unchanged."""
+    if is_stacked(ds):
+        return grid(ds, default_factors(ds, keep))
     if run_dims(ds):
         return ds
-    out = ds.expand_dims(rule=[str(ds.attrs["rule"])], seed=[int(ds.attrs["seed"])])
-    out.attrs = {**ds.attrs, "run_dims": json.dumps(["rule", "seed"])}
-    return out
+    return grid(combine_runs([ds], [str(ds.attrs.get("rule", "run"))]), ["rule", "seed"])
+
+
+def _as_grid(obj: T) -> T:
+    """:func:`as_combined` for a Dataset or a DataArray taken from a run stack."""
+    if not is_stacked(obj):
+        return obj
+    if isinstance(obj, xr.Dataset):
+        return as_combined(obj)
+    name = obj.name if obj.name is not None else "__values"
+    out = grid(obj.to_dataset(name=name), default_factors(obj))[name]
+    return out.rename(obj.name)
 
 
 def _per_run(value: Any, n: int, i: int, *, json_value: bool) -> Any:
@@ -71,49 +93,42 @@ def _per_run(value: Any, n: int, i: int, *, json_value: bool) -> Any:
     return value
 
 
-def _position(coord: xr.DataArray, value: Any) -> int:
-    values = coord.values.tolist()
-    for i, v in enumerate(values):
-        if v == value or (
-            isinstance(v, float)
-            and isinstance(value, float)
-            and math.isnan(v)
-            and math.isnan(value)
-        ):
-            return i
-    raise KeyError(f"{coord.name}={value!r} is not in the combined Dataset")
+def _run_attrs(attrs: dict[str, Any], n: int, i: int) -> dict[str, Any]:
+    out = {
+        k: v for k, v in attrs.items() if k not in ("runs", "run_dims", "run_ids", "run_factors")
+    }
+    for key in PER_RUN_ATTRS:
+        if key in out:
+            json_value = key in ("config", "rule_options", "tags")
+            out[key] = _per_run(out[key], n, i, json_value=json_value)
+    return out
 
 
 def split_runs(ds: xr.Dataset) -> list[tuple[dict[str, int], xr.Dataset]]:
-    """The runs of a combined Dataset, each as (positions on the run dims, single-run Dataset
-    with its own ``config``, ``rule``, ``rule_options`` and ``seed`` attrs). A single run gives
-    ``[({}, ds)]``."""
-    dims = run_dims(ds)
-    if not dims:
+    """The runs of a combined Dataset (a run stack or a grid), each as (its positions on the
+    run dims, single-run Dataset with its own ``config``, ``rule``, ``rule_options``, ``seed``
+    and ``tags`` attrs), in run order. A single run gives ``[({}, ds)]``."""
+    if is_stacked(ds):
+        n = ds.sizes["run"]
+        runs = []
+        for i in range(n):
+            run = ds.isel(run=i)
+            run = run.drop_vars([c for c, v in ds.coords.items() if v.dims == ("run",)])
+            run.attrs = _run_attrs(ds.attrs, n, i)
+            runs.append(({"run": i}, run))
+        return runs
+    if not run_dims(ds):
         return [({}, ds)]
-    n = len(json.loads(ds.attrs["runs"]))
+    ids = json.loads(ds.attrs["run_ids"])
+    at = ds["run"]
     runs = []
-    for i in range(n):
-        attrs = {k: v for k, v in ds.attrs.items() if k not in ("runs", "run_dims")}
-        for key in PER_RUN_ATTRS:
-            if key in attrs:
-                attrs[key] = _per_run(
-                    attrs[key], n, i, json_value=key in ("config", "rule_options")
-                )
-        options = json.loads(attrs["rule_options"])
-        where = {
-            "rule": _position(ds["rule"], str(attrs["rule"])),
-            "seed": _position(ds["seed"], int(attrs["seed"])),
-        }
-        for dim in dims[2:]:
-            value = options.get(dim)
-            if ds[dim].dtype.kind == "f":
-                value = math.nan if value is None else float(value)
-            else:
-                value = "" if value is None else str(value)
-            where[dim] = _position(ds[dim], value)
+    for i, run_id in enumerate(ids):
+        found = np.argwhere(np.asarray(at.values) == run_id)
+        if not len(found):  # selected away
+            continue
+        where = {str(d): int(p) for d, p in zip(at.dims, found[0], strict=True)}
         run = ds.isel(where)
-        run.attrs = attrs
+        run.attrs = _run_attrs(ds.attrs, len(ids), i)
         runs.append((where, run))
     return runs
 
@@ -131,7 +146,7 @@ def collapse_options(ds: xr.Dataset, *, keep: Sequence[str] = ()) -> xr.Dataset:
     each rule, the one option combination its runs have; the chosen values become coordinates on
     ``rule``. Rules come out in paper order. Raises ValueError when a rule's runs differ in an
     option that is not kept (e.g. a sweep over ``k``: pass ``keep=("k",)``)."""
-    ds = as_combined(ds)
+    ds = as_combined(ds, keep=keep)
     dims = [d for d in option_dims(ds) if d not in keep]
     if not dims:
         return order_rules(ds)
@@ -174,7 +189,9 @@ def _stats(da: xr.DataArray, dim: str, ddof: int) -> xr.DataArray:
 def seed_statistics(obj: T, *, dim: str = "seed", ddof: int = 1) -> T:
     """Mean, standard deviation (``ddof``), standard error and count of finite values over
     ``dim``, on a new leading dim ``stat`` = ('mean', 'std', 'sem', 'n'). Attrs are kept;
-    variables without ``dim`` are left as they are. A single run (no ``dim``) has std NaN."""
+    variables without ``dim`` are left as they are. A single run (no ``dim``) has std NaN. A run
+    stack is regrouped first (:func:`as_combined`)."""
+    obj = _as_grid(obj)
     if isinstance(obj, xr.DataArray):
         da = obj if dim in obj.dims else obj.expand_dims({dim: 1})
         return _stats(da, dim, ddof).transpose("stat", ...)

@@ -25,9 +25,8 @@ takes its RSS as the baseline. Reported: seconds to open, to build the table, to
 Fig. 2 data, in total; ``open MiB``: RSS growth once the runs are open (eager: the data; lazy:
 the Datasets' coordinates, attrs and dask graph); ``peak MiB``: the peak RSS growth over the
 whole of it (``VmHWM`` after resetting it through ``/proc/self/clear_refs``, else
-``ru_maxrss``), ``MiB/run`` that over N; ``data MiB``: the size of the combined Dataset if it
-were all in memory (the grid rule × seed × k × b_init, NaN where no run is: PFA's and PFA-o's
-options make the other rules' runs NaN-padded along k and b_init, 9 grid points per run).
+``ru_maxrss``), ``MiB/run`` that over N; ``data MiB``: the size of the combined Dataset (the runs
+stacked along ``run``, no padding) if it were all in memory.
 Probes run with ``MALLOC_MMAP_THRESHOLD_=65536`` so that glibc returns freed blocks and peaks
 follow live arrays (``--malloc-default`` turns this off). Dask uses its default threaded
 scheduler (one thread per CPU).
@@ -173,6 +172,7 @@ def probe(root: Path, n: int, mode: str) -> dict[str, object]:
         raise RuntimeError(f"{mode} open_runs gave dask-backed variables {lazy}")
     if any(v.chunks is not None for v in fig2.variables.values()):
         raise RuntimeError("figure_data returned dask-backed variables")
+    dense = an.as_combined(ds)  # the grid the analyses regroup the run stack into
     return {
         "runs": n,
         "mode": mode,
@@ -184,7 +184,7 @@ def probe(root: Path, n: int, mode: str) -> dict[str, object]:
         "open_mib": float("nan") if held is None else (held - baseline) / 1024,
         "baseline_mib": baseline / 1024,
         "data_mib": ds.nbytes / 2**20,
-        "grid": {str(d): int(ds.sizes[d]) for d in json.loads(ds.attrs["run_dims"])},
+        "grid": {str(d): int(dense.sizes[d]) for d in json.loads(dense.attrs["run_dims"])},
         "seeds_per_rule": table["seeds"].to_series().astype(int).to_dict(),
         "table": markdown,
         "fig2_mib": fig2.nbytes / 2**20,

@@ -44,7 +44,7 @@ def figure_data(ds: xr.Dataset) -> xr.Dataset:
     reason = supports(ds)
     if reason:
         raise ValueError(f"{NAME}: {reason}")
-    keep = ("density",) if "density" in ds.dims else ()
+    keep = ("density",) if "density" in ds.coords else ()
     ds = collapse_options(as_combined(select_variables(ds, ["feedback_residual"])), keep=keep)
     decay = decay_alignment(ds)
     has = (

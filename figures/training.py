@@ -30,7 +30,7 @@ MNIST_LIKE = ("mnist", "mnist5k", "digits", "fashion_mnist")
 
 def dense_runs(ds: xr.Dataset) -> xr.Dataset:
     """Only runs with full feedback (density 1, or rules without a density option)."""
-    ds = as_combined(ds)
+    ds = as_combined(ds, keep=("density",))
     if "density" not in ds.dims:
         return ds
     keep = [i for i, v in enumerate(ds["density"].values) if np.isnan(v) or v == 1.0]

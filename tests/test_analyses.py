@@ -28,19 +28,26 @@ def test_combine_and_split_round_trip() -> None:
     singles = [synthetic_run(rule, seed) for rule in ("bp", "pfa", "pfa_o") for seed in (0, 1)]
     ds = an.combine(singles)
     validate(ds)
-    assert json.loads(ds.attrs["run_dims"])[:2] == ["rule", "seed"]
-    assert {"k", "b_init"} <= set(ds.dims)
-    parts = an.split_runs(ds)
-    assert len(parts) == 6
-    for (_, run), original in zip(parts, singles, strict=True):
-        assert run.attrs["rule"] == original.attrs["rule"]
-        assert run.attrs["seed"] == original.attrs["seed"]
-        assert json.loads(run.attrs["config"]) == json.loads(original.attrs["config"])
-        np.testing.assert_array_equal(run["loss"].values, original["loss"].values)
+    assert json.loads(ds.attrs["run_dims"]) == ["run"] and ds.sizes["run"] == 6
+    assert {"k", "b_init"} <= set(ds.coords) and ds["k"].dims == ("run",)
+    gridded = an.as_combined(ds)
+    validate(gridded)
+    assert json.loads(gridded.attrs["run_dims"]) == ["rule", "seed"]  # k, b_init: per rule
+    assert gridded["k"].dims == ("rule",) and gridded["b_init"].dims == ("rule",)
+    for form in (ds, gridded):
+        parts = an.split_runs(form)
+        assert len(parts) == 6
+        for (_, run), original in zip(parts, singles, strict=True):
+            assert run.attrs["rule"] == original.attrs["rule"]
+            assert run.attrs["seed"] == original.attrs["seed"]
+            assert json.loads(run.attrs["config"]) == json.loads(original.attrs["config"])
+            np.testing.assert_array_equal(run["loss"].values, original["loss"].values)
     with pytest.raises(ValueError, match="already combines"):
         an.combine([ds])
-    with pytest.raises(ValueError, match="same"):
-        an.combine([singles[0], singles[0]])
+    with pytest.raises(ValueError, match="given twice"):
+        an.combine([singles[0], singles[0]], names=["a", "a"])
+    with pytest.raises(ValueError, match="run0 and run1 share"):
+        an.as_combined(an.combine([singles[0], singles[0]]))
 
 
 def test_combine_matches_open_runs_on_recorded_runs(

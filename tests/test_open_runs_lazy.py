@@ -61,14 +61,20 @@ def test_lazy_open_runs_equals_the_eager_load(paths: list[Path], eager: xr.Datas
     lazy = open_runs(paths, raw=True)
     assert lazy_vars(lazy) == list(lazy.data_vars) and not lazy_vars(eager)
     assert all(lazy[name].chunks is None for name in lazy.coords)  # coordinates in memory
-    assert json.loads(lazy.attrs["run_dims"]) == ["rule", "seed", "b_init", "density", "k"]
-    for name, var in lazy.data_vars.items():  # one chunk per run along the run dims
-        assert all(set(sizes) == {1} for sizes in var.chunks[:5]), name
+    assert json.loads(lazy.attrs["run_dims"]) == ["run"]
+    assert json.loads(lazy.attrs["run_factors"]) == ["rule", "seed", "b_init", "density", "k"]
+    for name, var in lazy.data_vars.items():  # one chunk per run along the run dim
+        assert set(var.chunks[0]) == {1} and all(len(c) == 1 for c in var.chunks[1:]), name
     xr.testing.assert_identical(lazy.compute(), eager)
     assert list(lazy.dims) == list(eager.dims)  # same order of dims, variables, coordinates
     assert list(lazy.data_vars) == list(eager.data_vars) and list(lazy.coords) == list(eager.coords)
-    assert eager["loss"].sel(rule="pfa", seed=1).notnull().sum() == 15  # the truncation held
-    assert np.isnan(eager["loss"].sel(rule="pfa_o", seed=1)).all()
+    assert eager["loss"].sel(run="pfa_seed1").notnull().sum() == 15  # the truncation held
+    gridded = alignment.recording.grid(lazy)  # rule × seed × density (PFA has two)
+    assert json.loads(gridded.attrs["run_dims"]) == ["rule", "seed", "density"]
+    for name, var in gridded.data_vars.items():  # still one chunk per grid point
+        assert all(set(sizes) == {1} for sizes in var.chunks[:3]), name
+    xr.testing.assert_identical(gridded.compute(), alignment.recording.grid(eager))
+    assert np.isnan(gridded["loss"].sel(rule="pfa_o", seed=1, density=1.0)).all()
 
 
 def test_open_run_lazy_equals_eager(paths: list[Path]) -> None:
@@ -107,7 +113,8 @@ def test_reductions_over_seeds_match_the_eager_ones(paths: list[Path], eager: xr
     stats = an.seed_statistics(lazy["feedback_alignment"])
     assert isinstance(stats.data, dask.array.Array)
     xr.testing.assert_allclose(stats.compute(), an.seed_statistics(eager["feedback_alignment"]))
-    xr.testing.assert_allclose(lazy["loss"].mean("seed").compute(), eager["loss"].mean("seed"))
+    mean = an.as_combined(lazy)["loss"].mean("seed")
+    xr.testing.assert_allclose(mean.compute(), an.as_combined(eager)["loss"].mean("seed"))
     table = an.accuracy_table(lazy, keep=("density",))
     xr.testing.assert_allclose(table.compute(), an.accuracy_table(eager, keep=("density",)))
 
@@ -115,13 +122,12 @@ def test_reductions_over_seeds_match_the_eager_ones(paths: list[Path], eager: xr
 @pytest.mark.parametrize("how", ["first", "last", "mean"])
 def test_per_epoch_on_dask_equals_groupby(eager: xr.Dataset, how: str) -> None:
     ds = eager[["feedback_alignment", "test_accuracy", "grad_norm", "probe_label"]].copy(deep=True)
-    run = {"rule": "pfa", "seed": 0, "b_init": "random", "density": 1.0, "k": 10.0}
-    ds["grad_norm"].loc[{**run, "step": slice(0, 6)}] = np.nan  # epoch 0 without a value
+    ds["grad_norm"].loc[{"run": "pfa_seed0", "step": slice(0, 6)}] = np.nan  # epoch 0: no value
     expected = an.per_epoch(ds, how=how)  # type: ignore[arg-type]
-    lazy = an.per_epoch(ds.chunk({"rule": 1, "seed": 1}), how=how)  # type: ignore[arg-type]
+    lazy = an.per_epoch(ds.chunk({"run": 1}), how=how)  # type: ignore[arg-type]
     assert lazy_vars(lazy) == list(lazy.data_vars)
     xr.testing.assert_allclose(lazy.compute(), expected)
-    one = an.per_epoch(ds["grad_norm"].chunk({"seed": 1}), how=how)  # type: ignore[arg-type]
+    one = an.per_epoch(ds["grad_norm"].chunk({"run": 1}), how=how)  # type: ignore[arg-type]
     xr.testing.assert_allclose(one.compute(), expected["grad_norm"])
 
 

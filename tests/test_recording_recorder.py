@@ -275,7 +275,9 @@ def test_open_runs_combines_rules_seeds_and_options(tmp_path) -> None:
             model, tmp_path / f"run{i}", probe=probe, seed=seed, schedule=schedules.always
         ) as rec:
             train(model, batches(steps), rec)
-    combined = alignment.open_runs(str(tmp_path / "run*"))
+    stacked = alignment.open_runs(str(tmp_path / "run*"))
+    assert list(stacked["run"].values) == ["run0", "run1", "run2", "run3"]
+    combined = alignment.recording.grid(stacked)  # rule × seed, and k: PFA has two
     assert json.loads(combined.attrs["run_dims"]) == ["rule", "seed", "k"]
     assert combined["grad_alignment"].dims == ("rule", "seed", "k", "step", "layer")
     assert list(combined["rule"].values) == ["fa", "pfa"]
@@ -289,10 +291,10 @@ def test_open_runs_combines_rules_seeds_and_options(tmp_path) -> None:
     assert np.isnan(combined["loss"].sel(rule="pfa", seed=1).values).all()  # no such run
     assert list(combined["epoch"].dims) == ["step"]
     in_memory = combine_runs([alignment.open_run(tmp_path / f"run{i}") for i in range(4)])
-    xr.testing.assert_equal(in_memory, combined)
+    xr.testing.assert_equal(in_memory, stacked)
     with pytest.raises(ValueError, match="already combines runs"):
         combine_runs([combined])
-    with pytest.raises(ValueError, match="same"):
+    with pytest.raises(ValueError, match="given twice"):
         alignment.open_runs([tmp_path / "run0", tmp_path / "run0"])
     with pytest.raises(FileNotFoundError):
         alignment.open_runs(str(tmp_path / "nothing*"))

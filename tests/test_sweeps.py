@@ -332,7 +332,7 @@ def test_status_reads_each_run_folder(tmp_path: Path) -> None:
         Status.RUNNING,
         Status.PENDING,
     ]
-    assert states[done.run_id].detail == "final 0.5000, best 0.7500, 9 steps"
+    assert states[done.run_id].detail == "final 50.00 %, best 75.00 %, 9 steps"
     assert states[failed.run_id].detail == "RuntimeError: boom"
     assert "no checkpoint yet" in states[interrupted.run_id].detail
     assert run_state(running).status == Status.PENDING  # the lock is released

@@ -19,6 +19,7 @@ import json
 import math
 import platform
 import subprocess
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -223,6 +224,7 @@ class Recorder:
         }
         if write:
             self.store.create()
+            self.store.hold_writer()
             self.store.write_static(self._static())
 
     def _rule_attrs(self) -> tuple[str, str]:
@@ -298,6 +300,8 @@ class Recorder:
             -1 if last is None else last, -1 if last_raw is None else last_raw
         )
         self._next_step = self._last_recorded + 1
+        self.store.hold_writer()
+        self.store.reopen()  # continued: no longer finished
 
     # ------------------------------------------------------------------ recording
     def _epoch_of(self, step: int, epoch: int | None) -> int:
@@ -425,13 +429,17 @@ class Recorder:
             self._raw_buffer, self._raw_bytes = [], 0
 
     def close(self) -> None:
-        """Flush, then compact the record into one segment per log. Idempotent."""
+        """Flush, then compact the record into one segment per log; mark it finished (file
+        ``record.zarr/CLOSED``) unless an exception is propagating. Idempotent."""
         if self._closed:
             return
         self.flush()
         if self.net is not None:
             for kind in KINDS:
                 self.store.compact(kind)
+            if sys.exc_info()[0] is None:  # not closed by an exception (with-block, finally)
+                self.store.mark_closed()
+            self.store.release_writer()
         self._closed = True
 
     def __enter__(self) -> Recorder:

@@ -62,10 +62,20 @@ from zarr.storage import MemoryStore
 from alignment.recording import manifest
 from alignment.recording.manifest import DamagedRecordError
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no writer lock
+    fcntl = None  # type: ignore[assignment]
+
 RECORD = "record.zarr"
 STATIC = "static"
 KINDS = {"main": "step", "raw": "raw_step"}
 """Log name → the dim its segments are concatenated along."""
+
+CLOSED = "CLOSED"
+"""Marker file in ``record.zarr``: the recorder was closed normally (the run finished)."""
+WRITER_LOCK = ".lock"
+"""Lock file in ``record.zarr``, held (``flock``) by the process recording into it."""
 
 _ENTRY = re.compile(r"^(\d{8})(\.compact|\.truncate\.json)?$")
 _GROUP_META = {"zarr_format": 3, "node_type": "group", "attributes": {}}
@@ -266,11 +276,26 @@ def concat(parts: list[xr.Dataset], dim: str) -> xr.Dataset:
     )
 
 
+class _Descriptor:
+    """An open file descriptor, closed (releasing its lock) by ``close`` or when collected."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd: int | None = fd
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    __del__ = close
+
+
 class SegmentStore:
     """The ``record.zarr`` directory of one run."""
 
     def __init__(self, run_dir: str | os.PathLike) -> None:
         self.root = run_path(run_dir) / RECORD
+        self._writer: _Descriptor | None = None  # WRITER_LOCK, held while this process records
 
     # ------------------------------------------------------------------ layout
     def exists(self) -> bool:
@@ -302,6 +327,40 @@ class SegmentStore:
                         shutil.rmtree(path, ignore_errors=True)
                     else:
                         path.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ writer state
+    def hold_writer(self) -> None:
+        """Hold ``WRITER_LOCK`` while recording (released by :meth:`release_writer` or when the
+        process ends), so that readers can tell a record being written (see
+        :func:`alignment.summary.run_state`). Does nothing where another holder has it."""
+        if fcntl is None or self._writer is not None:
+            return
+        fd = os.open(self.root / WRITER_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return
+        self._writer = _Descriptor(fd)
+
+    def release_writer(self) -> None:
+        handle, self._writer = self._writer, None
+        if handle is not None:
+            handle.close()
+
+    def mark_closed(self) -> None:
+        """Write the ``CLOSED`` marker (atomically): the run finished."""
+        tmp = self.root / f".tmp-{CLOSED}"
+        tmp.write_text("closed by Recorder.close\n")
+        os.rename(tmp, self.root / CLOSED)
+
+    def reopen(self) -> None:
+        """Remove the ``CLOSED`` marker (the record is being continued)."""
+        (self.root / CLOSED).unlink(missing_ok=True)
+
+    def closed(self) -> bool:
+        """True if the recorder was closed normally (not by an exception, not killed)."""
+        return (self.root / CLOSED).is_file()
 
     # ------------------------------------------------------------------ static
     def write_static(self, ds: xr.Dataset) -> None:

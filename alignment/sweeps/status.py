@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from alignment.summary import percent
 from alignment.sweeps.expand import Run
 from alignment.sweeps.worker import ERROR
 from alignment.training.checkpoint import CHECKPOINT
@@ -54,7 +55,7 @@ def _progress(run_dir: Path, epochs: int) -> str:
     except Exception as error:  # a checkpoint being written, or a broken one
         return f"checkpoint unreadable ({type(error).__name__})"
     accuracies = list(state.get("accuracies", []))
-    last = f", last accuracy {accuracies[-1]:.4f}" if accuracies else ""
+    last = f", last accuracy {percent(accuracies[-1])}" if accuracies else ""
     return f"step {state['step']}, epoch {len(accuracies)}/{epochs}{last}"
 
 
@@ -69,7 +70,7 @@ def run_state(run: Run) -> RunState:
     if (run_dir / DONE).exists():
         info = json.loads((run_dir / DONE).read_text())
         detail = (
-            f"final {info['final_accuracy']:.4f}, best {info['best_accuracy']:.4f}, "
+            f"final {percent(info['final_accuracy'])}, best {percent(info['best_accuracy'])}, "
             f"{info['steps']} steps"
         )
         return RunState(run, Status.DONE, detail)
