@@ -29,7 +29,6 @@ from alignment.convert import convert
 from alignment.data import load_dataset
 from alignment.models import MODELS
 from alignment.recording import Recorder, schedules
-from alignment.recording.store import KINDS
 from alignment.training.batches import Batches, evaluate, stack_first
 from alignment.training.checkpoint import (
     CHECKPOINT,
@@ -376,18 +375,13 @@ def _restore(state: dict, path: Path, model, optimizer, recorder) -> tuple[int, 
 
 
 def _check_record(recorder: Recorder, state: dict, config: Config, seed: int) -> None:
-    """Refuse to continue a record that lacks steps the checkpoint saw recorded, or that was
-    started under another config (checkpoints from before they named their config)."""
+    """Refuse to continue a record that was started under another config (checkpoints from
+    before they named their config). A record that lacks steps the checkpoint saw recorded is
+    refused by the recorder itself (:func:`alignment.recording.integrity.check_checkpoint`)."""
     store = recorder.store
     checkpoint = recorder.run_dir / CHECKPOINT
-    expected = int(state["recorder"].get("last_recorded", -1))
-    steps = [store.last_step(kind) for kind in KINDS] if store.exists() else []
-    last = max((s for s in steps if s is not None), default=-1)
-    if last < expected:
-        raise CheckpointError(
-            f"{store.root} ends at step {last}, but {checkpoint} was saved after step "
-            f"{expected} was recorded: the record lost steps. {checkpoint_fix(checkpoint)}"
-        )
+    if not store.exists():
+        return
     stored = store.read_static().attrs.get("config")
     if stored:
         diffs = [
