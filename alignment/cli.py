@@ -125,9 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command; a user's error is one line ``alignment: error: …`` on stderr (exit 2; a
     diverged run 3; a run folder that another process is training 4)."""
+    from alignment.runlock import RunLockedError
     from alignment.training import DivergenceError
     from alignment.training.checkpoint import os_error_cause
-    from alignment.training.runlock import RunLockedError
 
     args = build_parser().parse_args(argv)
     try:

@@ -137,7 +137,7 @@ def _verify_command(args: argparse.Namespace) -> int:
 
 def _repair_command(args: argparse.Namespace) -> int:
     from alignment.recording.integrity import repair
-    from alignment.training.runlock import hold_run
+    from alignment.runlock import hold_run
 
     for run_dir in run_dirs(args.runs):
         with hold_run(run_dir):  # no writer may append while the log is cut

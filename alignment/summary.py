@@ -2,11 +2,11 @@
 last alignment, for the trainer's runs and for records of a user's own training loop alike.
 
 A run is *finished* when the trainer wrote ``DONE`` or the recorder was closed normally
-(``record.zarr/CLOSED``: ``Recorder.close()`` outside an exception); *running* while a process
-holds its lock (``.lock`` of a trainer or sweep run, ``record.zarr/.lock`` of a recorder that is
-writing); *interrupted* otherwise (killed, crashed, or stopped by an exception). Accuracies are in
-percent everywhere; "final" is said of finished runs only, the others show their last recorded
-value and its step.
+(``Recorder.close()`` outside an exception marks the record closed); *running* while a process
+holds the run folder's lock (``<run>/.lock``, :mod:`alignment.runlock`: taken by the trainer, a
+sweep worker, and every recorder while it writes); *interrupted* otherwise (killed, crashed, or
+stopped by an exception). Accuracies are in percent everywhere; "final" is said of finished runs
+only, the others show their last recorded value and its step.
 """
 
 from __future__ import annotations
@@ -29,10 +29,8 @@ class State(StrEnum):
 
 
 def _is_locked(path: Path) -> bool:
-    try:  # where the run lock lives may move; both give is_locked(folder) for folder/.lock
-        from alignment.training.runlock import is_locked  # type: ignore[import-not-found]
-    except ImportError:
-        from alignment.sweeps.worker import is_locked
+    from alignment.runlock import is_locked
+
     return bool(is_locked(path))
 
 
@@ -41,7 +39,7 @@ def run_state(run_dir: str | Path) -> State:
     run_dir = Path(run_dir)
     if (run_dir / DONE).exists() or SegmentStore(run_dir).closed():
         return State.FINISHED
-    if _is_locked(run_dir) or _is_locked(run_dir / RECORD):
+    if _is_locked(run_dir):
         return State.RUNNING
     return State.INTERRUPTED
 

@@ -238,3 +238,37 @@ def test_resume_of_a_finished_run_says_so(
     assert main(["resume", str(run)]) == 0
     out = capsys.readouterr().out
     assert "already finished" in out and "finished, last recorded step 3" in out
+
+
+def test_a_second_recorder_on_a_run_being_recorded_is_refused(tmp_path: Path) -> None:
+    """One writer per run folder for own loops too: the recorder holds the run lock."""
+    import threading
+
+    from alignment.runlock import RunLockedError
+
+    def model() -> nn.Module:
+        return alignment.convert(nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)), "fa")
+
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    recording, release, errors = threading.Event(), threading.Event(), []
+
+    def first() -> None:
+        rec = alignment.Recorder(model(), tmp_path / "run", schedule=schedules.every(1))
+        rec.step(x, y)
+        recording.set()
+        release.wait(30)
+        rec.close()
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert recording.wait(30)
+        with pytest.raises(RunLockedError, match="is in use by another process"):
+            alignment.Recorder(model(), tmp_path / "run", resume=True)
+    except BaseException as error:
+        errors.append(error)
+    finally:
+        release.set()
+        thread.join()
+    assert not errors, errors
+    assert run_state(tmp_path / "run") == State.FINISHED

@@ -405,7 +405,7 @@ def test_repair_refuses_a_run_another_writer_holds(
 ) -> None:
     import threading
 
-    from alignment.training.runlock import run_lock
+    from alignment.runlock import run_lock
 
     flip_byte(segment(run, 4) / "loss" / "c" / "0")
     held, release = threading.Event(), threading.Event()

@@ -27,10 +27,10 @@ import yaml
 from alignment.cli import main
 from alignment.config import ConfigError, config_from_dict
 from alignment.recording import open_run, validate
+from alignment.runlock import LOCK, RunLockedError, hold_run, is_locked, run_lock
 from alignment.training import checkpoint as checkpoint_module
 from alignment.training import resume, train, trainer
 from alignment.training.checkpoint import save_checkpoint
-from alignment.training.runlock import LOCK, RunLockedError, hold_run, is_locked, run_lock
 from tests.test_training import data_of, tiny
 
 CONFIG = tiny(epochs=2, max_steps_per_epoch=4, rule={"name": "fa"})  # 8 steps, a checkpoint every 2
@@ -193,7 +193,7 @@ def _try(run_dir: Path) -> bool:
 
 def test_hold_run_names_the_holder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / LOCK).write_text('{"pid": 4242, "host": "node7", "command": "x", "since": "t"}')
-    monkeypatch.setattr("alignment.training.runlock._try_lock", lambda fd, wait_s: False)
+    monkeypatch.setattr("alignment.runlock._try_lock", lambda fd, wait_s: False)
     with pytest.raises(RunLockedError, match=rf"{tmp_path} is in use .*pid 4242 on node7"):
         with hold_run(tmp_path):
             pass

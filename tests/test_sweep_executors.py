@@ -19,12 +19,12 @@ import pytest
 import yaml
 from submitit.core.utils import DelayedSubmission
 
+from alignment import runlock
 from alignment.cli import main
 from alignment.sweeps import expand, load_spec
 from alignment.sweeps import worker as worker_module
 from alignment.sweeps.status import Status, run_states
 from alignment.sweeps.worker import train_one
-from alignment.training import runlock
 from alignment.training.trainer import train_run
 from tests.test_sweeps import TINY_SET as SWEEP_TINY_SET
 

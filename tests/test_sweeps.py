@@ -10,6 +10,7 @@ import yaml
 
 from alignment.cli import main
 from alignment.config import ConfigError, load_config
+from alignment.runlock import run_lock
 from alignment.sweeps import bundled_specs, expand, identity, load_spec
 from alignment.sweeps.expand import config_labels
 from alignment.sweeps.resources import (
@@ -21,7 +22,6 @@ from alignment.sweeps.resources import (
 )
 from alignment.sweeps.status import Status, run_state, summary
 from alignment.sweeps.worker import ERROR
-from alignment.training.runlock import run_lock
 
 TINY_SET = {
     "epochs": 1,

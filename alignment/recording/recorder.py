@@ -223,8 +223,8 @@ class Recorder:
             for when in ("main", "jacobian", "static")
         }
         if write:
-            self.store.create()
             self.store.hold_writer()
+            self.store.create()
             self.store.write_static(self._static())
 
     def _rule_attrs(self) -> tuple[str, str]:
@@ -276,6 +276,7 @@ class Recorder:
         return validate(ds)
 
     def _resume(self) -> None:
+        self.store.hold_writer()  # first: no other writer may be cleaning or appending
         self.store.clean()
         check_resumable(self.store)  # a damaged record or one with gaps is refused, not continued
         static = self.store.read_static()
@@ -300,7 +301,6 @@ class Recorder:
             -1 if last is None else last, -1 if last_raw is None else last_raw
         )
         self._next_step = self._last_recorded + 1
-        self.store.hold_writer()
         self.store.reopen()  # continued: no longer finished
 
     # ------------------------------------------------------------------ recording
@@ -430,7 +430,7 @@ class Recorder:
 
     def close(self) -> None:
         """Flush, then compact the record into one segment per log; mark it finished (file
-        ``record.zarr/CLOSED``) unless an exception is propagating. Idempotent."""
+        the record closed) unless an exception is propagating. Idempotent."""
         if self._closed:
             return
         self.flush()

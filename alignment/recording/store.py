@@ -46,6 +46,7 @@ process crash, which is what this protects against, leaves the kernel's page cac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -62,20 +63,14 @@ from zarr.storage import MemoryStore
 from alignment.recording import manifest
 from alignment.recording.manifest import DamagedRecordError
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX: no writer lock
-    fcntl = None  # type: ignore[assignment]
-
 RECORD = "record.zarr"
 STATIC = "static"
 KINDS = {"main": "step", "raw": "raw_step"}
 """Log name → the dim its segments are concatenated along."""
 
-CLOSED = "CLOSED"
-"""Marker file in ``record.zarr``: the recorder was closed normally (the run finished)."""
-WRITER_LOCK = ".lock"
-"""Lock file in ``record.zarr``, held (``flock``) by the process recording into it."""
+CLOSED = "alignment_closed"
+"""Attribute of the root ``record.zarr/zarr.json``: the recorder was closed normally (the run
+finished)."""
 
 _ENTRY = re.compile(r"^(\d{8})(\.compact|\.truncate\.json)?$")
 _GROUP_META = {"zarr_format": 3, "node_type": "group", "attributes": {}}
@@ -276,26 +271,12 @@ def concat(parts: list[xr.Dataset], dim: str) -> xr.Dataset:
     )
 
 
-class _Descriptor:
-    """An open file descriptor, closed (releasing its lock) by ``close`` or when collected."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd: int | None = fd
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-    __del__ = close
-
-
 class SegmentStore:
     """The ``record.zarr`` directory of one run."""
 
     def __init__(self, run_dir: str | os.PathLike) -> None:
         self.root = run_path(run_dir) / RECORD
-        self._writer: _Descriptor | None = None  # WRITER_LOCK, held while this process records
+        self._writer: contextlib.ExitStack | None = None  # the run lock, held while recording
 
     # ------------------------------------------------------------------ layout
     def exists(self) -> bool:
@@ -330,37 +311,54 @@ class SegmentStore:
 
     # ------------------------------------------------------------------ writer state
     def hold_writer(self) -> None:
-        """Hold ``WRITER_LOCK`` while recording (released by :meth:`release_writer` or when the
-        process ends), so that readers can tell a record being written (see
-        :func:`alignment.summary.run_state`). Does nothing where another holder has it."""
-        if fcntl is None or self._writer is not None:
+        """Hold the run folder's lock (:func:`alignment.runlock.hold_run`, ``<run>/.lock``) while
+        recording: released by :meth:`release_writer` or when the process ends. One writer per
+        run: a folder another process (or thread) records into raises
+        :class:`alignment.runlock.RunLockedError`; the trainer, which already holds the lock in
+        this thread, re-enters it. Readers tell a record being written by the lock (see
+        :func:`alignment.summary.run_state`)."""
+        if self._writer is not None:
             return
-        fd = os.open(self.root / WRITER_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return
-        self._writer = _Descriptor(fd)
+        from alignment.runlock import hold_run
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(hold_run(self.root.parent, wait_s=0))
+        self._writer = stack
 
     def release_writer(self) -> None:
-        handle, self._writer = self._writer, None
-        if handle is not None:
-            handle.close()
+        stack, self._writer = self._writer, None
+        if stack is not None:
+            stack.close()
+
+    def _root_attributes(self, update: dict) -> None:
+        """Set (value) or remove (None) attributes of the root ``zarr.json``, atomically."""
+        meta = self.root / "zarr.json"
+        node = manifest.read_json(meta)
+        attributes = dict(node.get("attributes", {}))
+        for key, value in update.items():
+            if value is None:
+                attributes.pop(key, None)
+            else:
+                attributes[key] = value
+        tmp = self.root / ".tmp-zarr.json"
+        tmp.write_text(json.dumps({**node, "attributes": attributes}))
+        os.replace(tmp, meta)
 
     def mark_closed(self) -> None:
-        """Write the ``CLOSED`` marker (atomically): the run finished."""
-        tmp = self.root / f".tmp-{CLOSED}"
-        tmp.write_text("closed by Recorder.close\n")
-        os.rename(tmp, self.root / CLOSED)
+        """Mark the record closed (root attribute :data:`CLOSED`): the run finished."""
+        self._root_attributes({CLOSED: True})
 
     def reopen(self) -> None:
-        """Remove the ``CLOSED`` marker (the record is being continued)."""
-        (self.root / CLOSED).unlink(missing_ok=True)
+        """Remove the closed mark (the record is being continued)."""
+        self._root_attributes({CLOSED: None})
 
     def closed(self) -> bool:
         """True if the recorder was closed normally (not by an exception, not killed)."""
-        return (self.root / CLOSED).is_file()
+        try:
+            node = manifest.read_json(self.root / "zarr.json")
+        except (OSError, ValueError):
+            return False
+        return bool(node.get("attributes", {}).get(CLOSED))
 
     # ------------------------------------------------------------------ static
     def write_static(self, ds: xr.Dataset) -> None:

@@ -1,7 +1,7 @@
 """Where each run of a sweep stands: done, running, failed, interrupted or pending.
 
 * ``done``: ``DONE`` exists (final and best accuracy, steps);
-* ``running``: a process holds the run's lock (see :mod:`alignment.training.runlock`); a run
+* ``running``: a process holds the run's lock (see :mod:`alignment.runlock`); a run
   training on another node shows as ``interrupted`` where the file system does not share
   ``flock`` locks between machines;
 * ``failed``: the last attempt left ``ERROR`` (its last line is shown); a re-run retries it;
@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from alignment.runlock import is_locked
 from alignment.summary import percent
 from alignment.sweeps.expand import Run
 from alignment.sweeps.worker import ERROR
 from alignment.training.checkpoint import CHECKPOINT
-from alignment.training.runlock import is_locked
 from alignment.training.trainer import DONE
 
 

@@ -1,7 +1,7 @@
 """Train one run of a sweep, whichever executor runs it: skip it if done, resume it if
 interrupted, record a failure in ``<run_dir>/ERROR``, and hold the run folder's lock meanwhile.
 
-The lock (:mod:`alignment.training.runlock`, the one ``alignment train`` and ``resume`` hold)
+The lock (:mod:`alignment.runlock`, the one ``alignment train`` and ``resume`` hold)
 keeps two sweeps started on the same folder from training the same run at once (the second
 skips it) and tells ``sweep-status`` that a run is running. On a file system without locks the
 run goes ahead unlocked.
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alignment.config import Config
+from alignment.runlock import RunLockedError, run_lock
 from alignment.training.checkpoint import CHECKPOINT
-from alignment.training.runlock import RunLockedError, run_lock
 from alignment.training.trainer import finished, train_run
 
 ERROR = "ERROR"

@@ -2,7 +2,7 @@
 
 A run directory holds ``config.yaml`` (the resolved config, one seed), ``record.zarr`` (the
 recorder's Dataset), ``checkpoint.pt`` (latest checkpoint), ``.lock`` (held by the process
-training it, see :mod:`alignment.training.runlock`) and ``DONE`` once finished. ``DONE`` is
+training it, see :mod:`alignment.runlock`) and ``DONE`` once finished. ``DONE`` is
 written only by the lock's holder after a complete run; a run is continued only under the config
 it was started with (:mod:`alignment.training.runconfig`) and from a checkpoint that fits it.
 Launched by ``torchrun`` the same code trains data-parallel (see
@@ -29,6 +29,7 @@ from alignment.convert import convert
 from alignment.data import load_dataset
 from alignment.models import MODELS
 from alignment.recording import Recorder, schedules
+from alignment.runlock import hold_run
 from alignment.training.batches import Batches, evaluate, stack_first
 from alignment.training.checkpoint import (
     CHECKPOINT,
@@ -48,7 +49,6 @@ from alignment.training.runconfig import (
     read_run_config,
     run_config,
 )
-from alignment.training.runlock import hold_run
 from alignment.training.schedules import learning_rate, weight_decay
 
 DONE = "DONE"
@@ -184,7 +184,7 @@ def train_run(
 ) -> RunResult:
     """Train ``config`` with ``seed`` into ``run_dir`` (continuing its checkpoint if ``resume``).
 
-    Holds ``run_dir``'s lock throughout (:class:`~alignment.training.runlock.RunLockedError` if
+    Holds ``run_dir``'s lock throughout (:class:`~alignment.runlock.RunLockedError` if
     another process holds it). Without ``resume`` the run starts afresh (what the folder held
     goes); with it, the folder's config and checkpoint must fit ``config``
     (:class:`~alignment.config.ConfigError`, :class:`~alignment.training.checkpoint.
