@@ -25,6 +25,8 @@ from alignment.recording.quantities.common import compare
 ALIGNMENT_ANGLES = ("feedback_alignment", "grad_alignment", "delta_alignment", "jacobian_alignment")
 LAYERS = ("0", "2", "4")
 
+pytestmark = pytest.mark.filterwarnings("ignore::alignment.recording.FewRecordsWarning")
+
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
