@@ -101,9 +101,7 @@ def test_leaving_a_with_block_on_an_exception_records_no_final_step(tmp_path) ->
 def test_few_records_warn_with_the_schedule_and_the_fix(tmp_path) -> None:
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    rec = alignment.Recorder(
-        model, tmp_path, schedule=schedules.every(200), jacobian_schedule=schedules.never
-    )
+    rec = alignment.Recorder(model, tmp_path, schedule=schedules.every(200))
     fit(model, rec, loader(30), opt)
     with pytest.warns(FewRecordsWarning, match=r"only 2 record\(s\) \(schedule every\(200\)") as w:
         rec.close()

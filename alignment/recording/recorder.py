@@ -73,8 +73,9 @@ class FewRecordsWarning(UserWarning):
     """A record holds too few steps for trajectories (see ``Recorder(min_records=...)``)."""
 
 
-DEFAULT_PROBE_SIZE = 32
-"""Samples of the first training batch kept as the probe when no probe is given."""
+DEFAULT_PROBE_SIZE = 16
+"""Samples of the first training batch kept as the probe when no probe is given (the trainer's
+default ``record.probe_size``; the probe passes cost two forward + backward passes over it)."""
 
 RAW_FLUSH_BYTES = 64 * 2**20
 """Raw records are flushed as soon as this much is buffered, whatever ``flush_every`` says."""
@@ -92,11 +93,10 @@ def default_schedule(steps_per_epoch: int | None = None) -> sched.Schedule:
 
 
 def default_jacobian_schedule(steps_per_epoch: int | None = None) -> sched.Schedule:
-    """Every epoch end when the number of steps per epoch is known, else steps 0, 10, 100 and
-    every 1000 steps (plus the final record at close)."""
-    if steps_per_epoch:
-        return sched.epoch_end(steps_per_epoch)
-    return sched.log_spaced(per_decade=1, start=10) | sched.every(1000)
+    """Every epoch end when the number of steps per epoch is known, else every 1000 steps (from
+    step 0); :meth:`Recorder.close` adds the Jacobians of the final weights. A Jacobian record
+    costs about 10 training steps (benchmarks/recorder_overhead.py), so short runs get two."""
+    return sched.epoch_end(steps_per_epoch) if steps_per_epoch else sched.every(1000)
 
 
 def git_sha() -> str:
