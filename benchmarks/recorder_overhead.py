@@ -29,6 +29,7 @@ timed separately. Reported per (network, rule):
     python benchmarks/recorder_overhead.py                    # both nets, ~5 min on 1 core
     python benchmarks/recorder_overhead.py --quick            # smoke run
     python benchmarks/recorder_overhead.py --nets conv --steps 400 --json out.json
+    python benchmarks/recorder_overhead.py --nets conv --exclude delta_alignment
 """
 
 from __future__ import annotations
@@ -202,7 +203,9 @@ def _mean_input_jacobians(model: nn.Module, x: Tensor, names: list[str]) -> None
     jacrev(logits)({n: torch.zeros(1, *shapes[n]) for n in names})
 
 
-def run_net(net: str, steps: int, rules: tuple[str, ...], workdir: Path) -> list[Result]:
+def run_net(
+    net: str, steps: int, rules: tuple[str, ...], workdir: Path, exclude: tuple[str, ...] = ()
+) -> list[Result]:
     data = _batches(8, BATCH, seed=1)
     probe = _batches(1, PROBE, seed=2)[0]
     copies = {}
@@ -218,6 +221,7 @@ def run_net(net: str, steps: int, rules: tuple[str, ...], workdir: Path) -> list
             schedule=schedules.every(EVERY),
             jacobian_schedule=schedules.never,
             min_records=0,
+            exclude=exclude,
         )
         copies[rule] = (plain, _optimizer(plain), recorded, opt_recorded, rec)
     times = {(rule, kind): [] for rule in rules for kind in ("plain", "recorded")}
@@ -310,6 +314,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="timed steps per network")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="20 steps, for a smoke run")
+    parser.add_argument(
+        "--exclude", default="", help="quantities not recorded, e.g. delta_alignment (floor as is)"
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -318,7 +325,8 @@ def main() -> None:
     results: list[Result] = []
     with tempfile.TemporaryDirectory() as tmp:
         for net in args.nets.split(","):
-            results += run_net(net, steps, tuple(args.rules.split(",")), Path(tmp))
+            exclude = tuple(filter(None, args.exclude.split(",")))
+            results += run_net(net, steps, tuple(args.rules.split(",")), Path(tmp), exclude)
             print(report([r for r in results if r.net == net]), flush=True)
     print()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
