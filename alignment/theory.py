@@ -36,6 +36,7 @@ __all__ = [
     "marchenko_pastur_pdf",
     "monte_carlo_alignment",
     "path_moments",
+    "realised_path_alignment",
     "usf_initial_angle",
 ]
 
@@ -200,6 +201,35 @@ def expected_norm_ratio(
         _positive(n_in, "n_in")
     _, m2 = path_moments(k, density, n_out, kappa, b_masked=b_masked, r_masked=r_masked)
     return _out(np.sqrt(m2))
+
+
+def realised_path_alignment(b: np.ndarray, density: float = 1.0) -> tuple[float, float]:
+    """Expected path alignment (degrees) and norm ratio at PFA's fixed point for a *realised* B.
+
+    B is N_out × N_mid as the backward uses it (sparsity mask applied); W has i.i.d. centred
+    entries independent of B; R sits at its fixed point P ⊙ Bᵀ W with P a Bernoulli(ρ) mask
+    (ρ = ``density``, P averaged over). With M = B Bᵀ (eigenvalues λ_i) and G = Bᵀ B, taking
+    expectations over W column by column (E wᵀAw = σ² tr A) and over P:
+
+        E⟨W, F⟩ / E‖W‖² = ρ tr M / N_out,
+        E‖F‖² / E‖W‖²   = (ρ² tr M² + ρ(1 − ρ) Σ_m G_mm²) / N_out,
+
+    cos θ = (first)/√(second), ratio = √(second). Dense (ρ = 1) this is the spectrum alone:
+    cos θ = mean λ / √(mean λ²), ‖F‖/‖W‖ = √(mean λ²) (at large size, with the Marchenko–Pastur
+    moments, :func:`expected_angle` and :func:`expected_norm_ratio`). A ratio of expectations,
+    like :func:`expected_angle`; the angle of one W differs by O(1/√(N_out·N_in)).
+    """
+    rho = float(_density(density))
+    b64 = np.asarray(b, dtype=np.float64).reshape(np.shape(b)[0], -1)
+    n_out = b64.shape[0]
+    m = b64 @ b64.T
+    first = rho * np.trace(m) / n_out
+    column_sq = np.einsum("ij,ij->j", b64, b64)
+    second = (rho**2 * np.sum(m * m) + rho * (1.0 - rho) * np.sum(column_sq**2)) / n_out
+    if second <= 0.0:
+        return math.nan, math.nan
+    cos = min(1.0, max(-1.0, first / math.sqrt(second)))
+    return math.degrees(math.acos(cos)), math.sqrt(second)
 
 
 # --------------------------------------------------------------------------------------------

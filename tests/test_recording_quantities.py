@@ -25,6 +25,8 @@ from alignment.recording.quantities.common import compare
 ALIGNMENT_ANGLES = ("feedback_alignment", "grad_alignment", "delta_alignment", "jacobian_alignment")
 LAYERS = ("0", "2", "4")
 
+pytestmark = pytest.mark.filterwarnings("ignore::alignment.recording.FewRecordsWarning")
+
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
@@ -328,3 +330,112 @@ def test_network_scalars_and_forced_records(tmp_path) -> None:
     assert "jacobian_alignment" not in ds
     for name in ds.data_vars:
         assert {"long_name", "units", "description"} <= set(ds[name].attrs)
+
+
+# ---------------------------------------------------------------------- predictions
+def spectrum_oracle(b: np.ndarray) -> tuple[float, float]:
+    """Dense PFA at its fixed point: cos θ = mean λ/√(mean λ²), ratio √(mean λ²), λ of B·Bᵀ."""
+    eig = np.linalg.eigvalsh(b @ b.T)
+    m1, m2 = eig.mean(), (eig**2).mean()
+    return float(np.degrees(np.arccos(m1 / np.sqrt(m2)))), float(np.sqrt(m2))
+
+
+def test_pfa_prediction_is_the_realised_spectrum_formula(tmp_path) -> None:
+    net = alignment.convert(tanh_mlp(9), "pfa", k=2)
+    ds = record_once(net, tmp_path)
+    for i, name in enumerate(LAYERS):
+        b = net.get_submodule(name).B.numpy()
+        angle, ratio = spectrum_oracle(b)
+        assert ds["feedback_alignment_predicted"].values[0, i] == pytest.approx(angle, rel=1e-10)
+        assert ds["feedback_norm_ratio_predicted"].values[0, i] == pytest.approx(ratio, rel=1e-10)
+        assert ds["feedback_alignment_predicted"].attrs["units"] == "deg"
+
+
+def test_pfa_prediction_matches_the_measured_angle_at_the_fixed_point(tmp_path) -> None:
+    """R at its fixed point BᵀW for a wide W with i.i.d. entries: the measured path alignment is
+    the prediction (the angle of one W differs by O(1/√(N_out·N_in)))."""
+    torch.manual_seed(0)
+    net = alignment.convert(nn.Sequential(nn.Linear(400, 8), nn.Tanh(), nn.Linear(8, 3)), "pfa")
+    layer = net[0]
+    with torch.no_grad():
+        layer.R.copy_(layer.B.T @ layer.weight)
+    x, y = torch.randn(6, 400), torch.randint(0, 3, (6,))
+    with alignment.Recorder(
+        net, tmp_path, probe=(x, y), schedule=schedules.always, min_records=0
+    ) as rec:
+        rec.step(x, y)
+    ds = alignment.open_run(tmp_path)
+    measured = ds["feedback_alignment"].values[0, 0]
+    predicted = ds["feedback_alignment_predicted"].values[0, 0]
+    assert measured == pytest.approx(predicted, abs=0.5)
+    assert 5.0 < predicted < 40.0  # k = 10 at N_out = 8: finite-size, not the 17.55° limit
+    ratio = ds["feedback_norm_ratio"].values[0, 0]
+    assert ratio == pytest.approx(ds["feedback_norm_ratio_predicted"].values[0, 0], rel=0.02)
+
+
+def test_sparse_pfa_prediction_against_a_monte_carlo_over_w_and_the_mask() -> None:
+    from alignment.theory import realised_path_alignment
+
+    g = torch.Generator().manual_seed(3)
+    rho, n_out, n_mid, n_in, draws = 0.5, 6, 12, 50, 4000
+    b = torch.randn(n_out, n_mid, generator=g, dtype=torch.float64)
+    b = b * (torch.rand(n_out, n_mid, generator=g, dtype=torch.float64) < rho)
+    w = torch.randn(draws, n_out, n_in, generator=g, dtype=torch.float64)
+    mask = torch.rand(draws, n_mid, n_in, generator=g, dtype=torch.float64) < rho
+    f = b @ (mask * (b.T @ w))
+    inner = (w * f).sum((1, 2)).mean() / (w * w).sum((1, 2)).mean()
+    square = (f * f).sum((1, 2)).mean() / (w * w).sum((1, 2)).mean()
+    expected = math.degrees(math.acos(float(inner / square.sqrt())))
+    angle, ratio = realised_path_alignment(b.numpy(), rho)
+    assert angle == pytest.approx(expected, abs=0.3)
+    assert ratio == pytest.approx(float(square.sqrt()), rel=0.01)
+    assert realised_path_alignment(b.numpy(), 1.0) == pytest.approx(spectrum_oracle(b.numpy()))
+
+
+def test_usf_prediction_is_exact_and_fa_bp_dfa_predictions(tmp_path) -> None:
+    expected = {"usf": None, "fa": (90.0, math.nan), "bp": (0.0, 1.0), "dfa": (math.nan,) * 2}
+    for rule, values in expected.items():
+        ds = record_once(alignment.convert(tanh_mlp(10), rule), tmp_path / rule)
+        angle = ds["feedback_alignment_predicted"].values[0]
+        ratio = ds["feedback_norm_ratio_predicted"].values[0]
+        if values is None:  # uSF: s·sign(W), so the prediction from W is the measurement
+            np.testing.assert_allclose(angle, ds["feedback_alignment"].values[0], atol=1e-9)
+            np.testing.assert_allclose(ratio, ds["feedback_norm_ratio"].values[0], rtol=1e-12)
+            w = tanh_mlp(10)[0].weight.detach().numpy().ravel()
+            cos = np.abs(w).sum() / np.sqrt(w.size) / np.linalg.norm(w)
+            assert angle[0] == pytest.approx(np.degrees(np.arccos(cos)), abs=1e-9)
+        else:
+            np.testing.assert_array_equal(angle, values[0])
+            np.testing.assert_array_equal(ratio, values[1])
+
+
+# ---------------------------------------------------------------------- the true Jacobian
+def test_true_jacobian_singular_values_of_a_non_bp_rule_match_plain_autograd(tmp_path) -> None:
+    """jacobian_sv_true of an FA net against the Jacobian of an *unconverted* copy (plain
+    autograd): it must not be computed from the feedback Jacobian."""
+    plain = tanh_mlp(11)
+    net = alignment.convert(tanh_mlp(11), "fa")
+    ds = record_once(net, tmp_path)
+    _, _, xp, _ = data()
+    for i, name in enumerate(LAYERS):
+        module = plain.get_submodule(name)
+        svs = []
+        for n in range(xp.shape[0]):
+
+            def logits(eps: torch.Tensor, n: int = n, module: nn.Module = module) -> torch.Tensor:
+                handle = module.register_forward_hook(lambda m, a, out: out + eps)
+                try:
+                    return plain(xp[n : n + 1])[0]
+                finally:
+                    handle.remove()
+
+            zero = torch.zeros(1, module.out_features, dtype=torch.float64)
+            jac = torch.autograd.functional.jacobian(logits, zero).reshape(3, -1)
+            svs.append(np.linalg.svd(jac.numpy(), compute_uv=False))
+        expected = np.mean(svs, axis=0)
+        np.testing.assert_allclose(
+            ds["jacobian_sv_true"].values[0, i, : expected.size], expected, rtol=1e-8, atol=1e-12
+        )
+        fb = ds["jacobian_sv_fb"].values[0, i, : expected.size]
+        if name != "4":  # the last layer's Jacobian is I under every rule
+            assert not np.allclose(fb, expected, rtol=1e-3)

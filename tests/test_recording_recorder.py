@@ -19,6 +19,8 @@ from alignment.recording.open import netcdf_engine
 
 RULES = list(alignment.RULES)
 
+pytestmark = pytest.mark.filterwarnings("ignore::alignment.recording.FewRecordsWarning")
+
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
@@ -121,7 +123,8 @@ def test_every_rule_on_a_conv_net_gives_a_valid_complete_record(tmp_path, rule: 
         train(model, data, rec)
     ds = alignment.open_run(tmp_path, raw=True)
     assert list(ds["layer"].values) == ["0", "4", "7"]
-    assert ds.sizes["step"] == 2 and ds.sizes["sample"] == 5 and ds.sizes["sv"] == 3
+    assert ds["step"].values.tolist() == [0, 1, 2]  # 2 = the final weights, recorded by close()
+    assert ds.sizes["sample"] == 5 and ds.sizes["sv"] == 3
     for name in ("feedback_alignment", "grad_alignment", "delta_alignment", "jacobian_alignment"):
         values = ds[name].values
         assert np.isfinite(values).all(), name
@@ -167,7 +170,7 @@ def test_same_seed_gives_a_bitwise_identical_record(tmp_path) -> None:
         probe = batches(1, seed=7)[0]
         with record_everything(model, tmp_path / str(i), probe) as rec:
             train(model, batches(3), rec)
-        runs.append(alignment.open_run(tmp_path / str(i), raw=True))
+        runs.append(alignment.open_run(tmp_path / str(i), raw=True).drop_vars("record_seconds"))
     for ds in runs:
         ds.attrs["start_time"] = ""
     xr.testing.assert_identical(runs[0], runs[1])
@@ -205,9 +208,10 @@ def test_default_schedules_and_epochs(tmp_path) -> None:
     assert rec.raw_schedule is schedules.never
     recorded = [s for s in range(30) if rec.step(*data)]
     assert recorded == [0, 7, 14, 21, 28]
-    rec.close()
+    rec.close()  # no update after step 29: the final weights are step 29's, recorded at close
     ds = alignment.open_run(tmp_path)
-    assert list(ds["epoch"].values) == [0, 1, 2, 3, 4]
+    assert ds["step"].values.tolist() == [0, 7, 14, 21, 28, 29]
+    assert list(ds["epoch"].values) == [0, 1, 2, 3, 4, 4]
     assert np.isfinite(ds["jacobian_alignment"].values).all()
 
 
@@ -218,8 +222,8 @@ def test_explicit_epochs_carry_forward_without_steps_per_epoch(tmp_path) -> None
         for step in range(6):
             rec.step(*data, epoch=10 + step // 3 if step % 3 == 0 else None)
     ds = alignment.open_run(tmp_path)
-    assert list(ds["step"].values) == [0, 2, 4]
-    assert list(ds["epoch"].values) == [10, 10, 11]
+    assert list(ds["step"].values) == [0, 2, 4, 5]  # 5: the last step seen, recorded at close
+    assert list(ds["epoch"].values) == [10, 10, 11, 11]
 
 
 def test_misuse_is_reported(tmp_path) -> None:
@@ -259,8 +263,8 @@ def test_three_line_loop(tmp_path) -> None:
             loss.backward()
             opt.step()
     ds = alignment.open_run(tmp_path)
-    assert list(ds["step"].values) == [0, 3, 6, 9]
-    assert ds["lr"].values.tolist() == [0.1] * 4
+    assert list(ds["step"].values) == [0, 3, 6, 9, 12]  # 12: the final weights, at close()
+    assert ds["lr"].values.tolist() == [0.1] * 5
     # weight decay contracts R − BᵀW (PFA.md §3.1): the residual decreases
     assert np.all(np.diff(ds["feedback_residual"].values, axis=0) < 0)
 
@@ -272,7 +276,12 @@ def test_open_runs_combines_rules_seeds_and_options(tmp_path) -> None:
         model = alignment.convert(conv_net(seed), rule, **options)
         steps = 3 if i != 1 else 2  # runs of different lengths align by outer join
         with alignment.Recorder(
-            model, tmp_path / f"run{i}", probe=probe, seed=seed, schedule=schedules.always
+            model,
+            tmp_path / f"run{i}",
+            probe=probe,
+            seed=seed,
+            schedule=schedules.always,
+            final=False,
         ) as rec:
             train(model, batches(steps), rec)
     stacked = alignment.open_runs(str(tmp_path / "run*"))

@@ -163,3 +163,30 @@ def test_segments_validate_without_run_attrs() -> None:
     with pytest.raises(SchemaError, match="attrs lack"):
         validate(ds)
     validate(ds, attrs=False)
+
+
+def test_user_scalars_layer_coords_and_tags_follow_the_schema() -> None:
+    from alignment.recording.schema import LAYER_COORDS, user_variable
+
+    ds = good()
+    name, var = user_variable("my_metric", "ms")
+    assert name == "user_my_metric" and var.units == "ms"
+    ds[name] = xr.Variable(var.dims, np.ones(3), var.attrs)
+    ds = ds.assign_coords(layer_fan_in=("layer", [5, 3]), layer_type=("layer", ["Linear"] * 2))
+    ds.attrs["tags"] = json.dumps({"wd": "burst", "width": 64})
+    validate(ds)
+    assert set(LAYER_COORDS) >= {"layer_type", "layer_fan_in", "layer_k", "layer_density"}
+    wrong = ds.copy()
+    wrong["user_my_metric"] = xr.Variable(("layer",), np.ones(2), var.attrs)
+    with pytest.raises(SchemaError, match="user_my_metric"):
+        validate(wrong)
+    wrong = ds.copy()
+    wrong["user_bad-name"] = xr.Variable(("step",), np.ones(3), var.attrs)
+    with pytest.raises(SchemaError, match="unknown variable"):
+        validate(wrong)
+    wrong = ds.copy()
+    wrong.attrs["tags"] = json.dumps({"wd": {"nested": 1}})
+    with pytest.raises(SchemaError, match="tags"):
+        validate(wrong)
+    with pytest.raises(ValueError, match="identifier"):
+        user_variable("2x")

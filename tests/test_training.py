@@ -48,8 +48,9 @@ def tiny(**changes: object) -> dict:
 
 
 def data_of(ds: xr.Dataset) -> xr.Dataset:
-    """The Dataset without the attrs that name when and from which commit a run started."""
-    out = ds.copy()
+    """The Dataset without the attrs that name when and from which commit a run started, and
+    without the recorder's wall-clock times."""
+    out = ds.drop_vars("record_seconds", errors="ignore")
     out.attrs = {k: v for k, v in ds.attrs.items() if k not in ("start_time", "git_sha")}
     return out
 

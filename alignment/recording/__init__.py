@@ -1,6 +1,7 @@
 """Instrumentation: record alignment quantities of a converted model inside any training loop.
 
-* :class:`Recorder`: ``rec.step(x, y)`` once per training step (before its forward), ``close()``;
+* :class:`Recorder`: ``rec.step(x, y)`` once per training step (before its forward),
+  ``rec.log(test_accuracy=..., my_metric=...)``, ``close()``;
 * :mod:`schedules`: ``every(n)``, ``log_spaced(...)``, ``epoch_end(steps_per_epoch)``, ``never``,
   ``always``, composable with ``|``;
 * :func:`open_run`, :func:`open_raw`, :func:`open_runs`, :func:`combine_runs`, :func:`to_netcdf`:
@@ -14,10 +15,11 @@ from __future__ import annotations
 from alignment.recording import schedules, schema
 from alignment.recording.combine import combine_runs, grid, tidy
 from alignment.recording.open import open_raw, open_run, open_runs, to_netcdf
-from alignment.recording.recorder import Recorder
+from alignment.recording.recorder import FewRecordsWarning, Recorder
 from alignment.recording.schema import SchemaError, validate
 
 __all__ = [
+    "FewRecordsWarning",
     "Recorder",
     "SchemaError",
     "combine_runs",

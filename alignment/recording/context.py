@@ -132,6 +132,8 @@ class Network:
         self.bp_parameters = [name for name, _ in self.bp.named_parameters()]
         self.dfa = [name for name, layer in self.layers.items() if isinstance(layer.rule, DFA)]
         self.workspace = Workspace()
+        self.cache: dict[str, object] = {}
+        """Per-recorder values computed once (e.g. predictions that depend only on fixed B)."""
         self.all_bp = all(isinstance(layer.rule, BP) for layer in self.layers.values())
         """Every layer under BP: the BP passes are the rule's passes (computed once)."""
 

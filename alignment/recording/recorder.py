@@ -6,6 +6,9 @@
 ...     loss = F.cross_entropy(model(x), y); opt.zero_grad(); loss.backward(); opt.step()
 >>> rec.close()                                                                  # doctest: +SKIP
 
+``rec.log(test_accuracy=0.93, my_metric=1.2)`` stores test accuracy or any scalar of the loop
+(:meth:`Recorder.log`); ``close()`` records the final weights (:meth:`Recorder.close`).
+
 ``step`` costs one call of each schedule on steps that record nothing. On a recorded step it
 measures the model at the weights the step's update is computed at, through its own passes (see
 :mod:`alignment.recording.context`), which leave the training untouched: no ``.grad``, no
@@ -20,7 +23,9 @@ import math
 import platform
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +40,8 @@ from torch import Tensor, nn
 from alignment.recording import schedules as sched
 from alignment.recording.context import LossFn, Network, StepContext
 from alignment.recording.integrity import check_checkpoint, check_resumable
-from alignment.recording.quantities import QUANTITIES, raw
+from alignment.recording.quantities import QUANTITIES, SELECTABLE, raw
+from alignment.recording.quantities.layers import layer_coords
 from alignment.recording.quantities.network import SCALARS
 from alignment.recording.schema import (
     PROBE_INPUT,
@@ -44,6 +50,9 @@ from alignment.recording.schema import (
     RAW_QUANTITIES,
     RAW_STEP,
     VARIABLES,
+    Variable,
+    check_tags,
+    user_variable,
     validate,
 )
 from alignment.recording.store import KINDS, SegmentStore
@@ -53,21 +62,42 @@ DEFAULT_EVERY = 200
 benchmarks/recorder_overhead.py measured 1–7 % overhead on the MNIST MLP and 2–3 % on ResNet-20
 (CPU, one thread), with full-run projections of 3–5 %."""
 
-DEFAULT_PROBE_SIZE = 32
-"""Samples of the first training batch kept as the probe when no probe is given."""
+DEFAULT_PER_DECADE = 5
+"""Log-spaced records per decade of steps when the run length is unknown (no steps_per_epoch):
+steps 0, 1, 2, 3, 4, 6, 10, 16, 25, 40, 63, 100, 158, …, so a 126-step run gets 12 records plus
+the final one, and a 10⁴-step run 21 plus ``every(DEFAULT_EVERY)``."""
+
+MIN_RECORDS = 5
+"""A run closed with fewer records than this gets a :class:`FewRecordsWarning`."""
+
+
+class FewRecordsWarning(UserWarning):
+    """A record holds too few steps for trajectories (see ``Recorder(min_records=...)``)."""
+
+
+DEFAULT_PROBE_SIZE = 16
+"""Samples of the first training batch kept as the probe when no probe is given (the trainer's
+default ``record.probe_size``; the probe passes cost two forward + backward passes over it)."""
 
 RAW_FLUSH_BYTES = 64 * 2**20
 """Raw records are flushed as soon as this much is buffered, whatever ``flush_every`` says."""
 
 
 def default_schedule(steps_per_epoch: int | None = None) -> sched.Schedule:
-    """``every(200)``, plus every epoch end when the number of steps per epoch is known."""
+    """``every(200) | epoch_end(steps_per_epoch)`` when the steps per epoch are known; otherwise
+    ``log_spaced(per_decade=5) | every(200)``: dense at the start, thinning out, plus regular
+    points, so that a run of any length gets a trajectory (and :meth:`Recorder.close` adds the
+    final weights)."""
     base = sched.every(DEFAULT_EVERY)
-    return base | sched.epoch_end(steps_per_epoch) if steps_per_epoch else base
+    if steps_per_epoch:
+        return base | sched.epoch_end(steps_per_epoch)
+    return sched.log_spaced(per_decade=DEFAULT_PER_DECADE) | base
 
 
 def default_jacobian_schedule(steps_per_epoch: int | None = None) -> sched.Schedule:
-    """Every epoch end when the number of steps per epoch is known, else every 1000 steps."""
+    """Every epoch end when the number of steps per epoch is known, else every 1000 steps (from
+    step 0); :meth:`Recorder.close` adds the Jacobians of the final weights. A Jacobian record
+    costs about 10 training steps (benchmarks/recorder_overhead.py), so short runs get two."""
     return sched.epoch_end(steps_per_epoch) if steps_per_epoch else sched.every(1000)
 
 
@@ -93,6 +123,27 @@ class _Record:
     step: int
     epoch: int
     values: dict[str, Any] = field(default_factory=dict)
+
+
+def _selection(quantities: Iterable[str] | None, exclude: Iterable[str]) -> tuple[str, ...]:
+    """The variables to compute: ``quantities`` (default: all) minus ``exclude``, validated."""
+    chosen = list(SELECTABLE) if quantities is None else list(quantities)
+    excluded = list(exclude)
+    for what, names in (("quantities", chosen), ("exclude", excluded)):
+        if isinstance(names, str):
+            raise TypeError(f"Recorder: {what} must be a list of names, not a string")
+        unknown = [name for name in names if name not in SELECTABLE]
+        if unknown:
+            raise ValueError(
+                f"Recorder: {what} names unknown quantities {', '.join(map(repr, unknown))}; "
+                f"valid names: {', '.join(SELECTABLE)}"
+            )
+    return tuple(name for name in SELECTABLE if name in chosen and name not in excluded)
+
+
+def _versions(params: list[Tensor]) -> int:
+    """Sum of the parameters' in-place version counters: it grows with every optimizer step."""
+    return sum(p._version for p in params)
 
 
 def _as_schedule(value: object, name: str) -> sched.Schedule:
@@ -123,6 +174,18 @@ class Recorder:
         steps_per_epoch: for the epoch coordinate and the default schedules.
         flush_every: records buffered before they are written (a crash loses at most these).
         resume: continue the record in ``run_dir`` (then call :meth:`load_state_dict`).
+        quantities: the variables to compute (names from the schema, e.g. ``["grad_alignment",
+            "feedback_alignment"]``; default: all); a family computed together (the three of
+            :mod:`~.quantities.gradients`, …) costs the same for one of its names as for all.
+        exclude: variables not to compute (e.g. ``["delta_alignment", "jacobian_alignment",
+            "jacobian_sv_true", "jacobian_sv_fb"]``).
+        tags: the user's own factors of the run, a flat dict of name → string or number, stored
+            as the JSON attr ``tags`` (e.g. ``{"wd": "burst"}``; combined runs use them as
+            factors).
+        min_records: :meth:`close` warns (:class:`FewRecordsWarning`) when the record holds
+            fewer records than this; 0 never warns.
+        final: :meth:`close` records the final weights when the last step seen was not
+            recorded (see :meth:`close`).
     """
 
     def __init__(
@@ -142,6 +205,11 @@ class Recorder:
         steps_per_epoch: int | None = None,
         flush_every: int = 10,
         resume: bool = False,
+        quantities: Iterable[str] | None = None,
+        exclude: Iterable[str] = (),
+        tags: Mapping[str, str | int | float] | None = None,
+        min_records: int = MIN_RECORDS,
+        final: bool = True,
     ) -> None:
         if isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1:
             raise ValueError(f"Recorder: flush_every must be an int ≥ 1, got {flush_every!r}")
@@ -153,6 +221,10 @@ class Recorder:
             raise ValueError(
                 f"Recorder: steps_per_epoch must be a positive int, got {steps_per_epoch!r}"
             )
+        self.variables = _selection(quantities, exclude)
+        self.tags = check_tags({} if tags is None else dict(tags))
+        self.min_records = int(min_records)
+        self.final = bool(final)
         self.model = model
         self.run_dir = Path(run_dir)
         self.loss_fn = loss_fn
@@ -185,6 +257,10 @@ class Recorder:
         self._epoch: int | None = None
         self._closed = False
         self._quantities: dict[str, list] = {}
+        self._params = list(model.parameters())
+        self._seen: tuple[int, Tensor, Tensor, int] | None = None
+        self._pending: dict[int, dict[str, np.float64]] = {}
+        self._user_vars: dict[str, Variable] = {}
         if self.store.exists():
             if not resume:
                 raise FileExistsError(
@@ -218,8 +294,13 @@ class Recorder:
                 f"Recorder: raw_layers {unknown} are not converted layers of the model; "
                 f"valid names: {', '.join(self.net.names)}"
             )
+        wanted = set(self.variables)
         self._quantities = {
-            when: [q for q in QUANTITIES if q.when == when and q.applies(self.net)]
+            when: [
+                q
+                for q in QUANTITIES
+                if q.when == when and wanted & set(q.variables) and q.applies(self.net)
+            ]
             for when in ("main", "jacobian", "static")
         }
         if write:
@@ -256,11 +337,15 @@ class Recorder:
             "raw_schedule": repr(self.raw_schedule),
             "raw_layers": json.dumps(list(self.raw_layers)),
             "loss_fn": getattr(self.loss_fn, "__name__", type(self.loss_fn).__name__),
+            "tags": json.dumps(self.tags, sort_keys=True),
+            "quantities": json.dumps(list(self.variables)),
         }
 
     def _static(self) -> xr.Dataset:
         x_probe, y_probe = self.probe
-        ds = xr.Dataset(coords={"layer": np.array(self.net.names, dtype=object)})
+        ds = xr.Dataset(
+            coords={"layer": np.array(self.net.names, dtype=object), **layer_coords(self.net)}
+        )
         dims = PROBE_INPUT_DIMS.get(x_probe.dim())
         if dims is not None:
             ds["probe_input"] = xr.Variable(dims, x_probe.cpu().numpy(), PROBE_INPUT.attrs)
@@ -270,7 +355,7 @@ class Recorder:
             )
         for quantity in self._quantities["static"]:
             ctx = StepContext(self.net, x_probe, y_probe, self.loss_fn, self.probe)
-            for name, values in quantity.compute(ctx).items():
+            for name, values in self._selected(quantity.compute(ctx)).items():
                 ds[name] = xr.Variable(VARIABLES[name].dims, values, VARIABLES[name].attrs)
         ds.attrs = self.attrs()
         return validate(ds)
@@ -304,13 +389,8 @@ class Recorder:
         self.store.reopen()  # continued: no longer finished
 
     # ------------------------------------------------------------------ recording
-    def _epoch_of(self, step: int, epoch: int | None) -> int:
-        if epoch is not None:
-            self._epoch = int(epoch)
-            return self._epoch
-        if self.steps_per_epoch:
-            return step // self.steps_per_epoch
-        return 0 if self._epoch is None else self._epoch
+    def _selected(self, values: dict[str, Any]) -> dict[str, Any]:
+        return {name: v for name, v in values.items() if name in self.variables}
 
     def step(
         self,
@@ -326,65 +406,150 @@ class Recorder:
         Call it once per training step *before* that step's forward: the record is of the
         weights the step's update is computed at, on the batch ``(x, y)``. Keyword scalars
         (``test_accuracy``, ``test_loss``, ``val_accuracy``, ``val_loss``) are stored and force a
-        record at this step. Returns whether the step was recorded.
+        record at this step, as do scalars :meth:`log` ged for this step. Returns whether the
+        step was recorded.
         """
         s = self._next_step if step is None else int(step)
-        self._next_step = s + 1
-        main, jacobian, raw_step = self._plan(s, scalars)
-        if not (main or raw_step):
-            if epoch is not None:
-                self._epoch = int(epoch)
-            return False
-        epoch_value = self._epoch_of(s, epoch)
-        if self.net is None:
-            self._setup(x[:DEFAULT_PROBE_SIZE], y[:DEFAULT_PROBE_SIZE])
-        ctx = StepContext(self.net, x, y, self.loss_fn, self.probe, self.optimizer)
-        if main:
-            whens = ("main", "jacobian") if jacobian else ("main",)
-            values: dict[str, Any] = {}
-            for quantity in (q for when in whens for q in self._quantities[when]):
-                values.update(quantity.compute(ctx))
-            values.update({name: np.float64(value) for name, value in scalars.items()})
-            self._buffer.append(_Record(s, epoch_value, values))
-        if raw_step:
-            values = raw.compute(ctx, self.raw_layers)
-            self._raw_buffer.append(_Record(s, epoch_value, values))
-            self._raw_bytes += sum(data.nbytes for _, data in values.values())
-        self._last_recorded = s
-        full = max(len(self._buffer), len(self._raw_buffer)) >= self.flush_every
-        if full or self._raw_bytes >= RAW_FLUSH_BYTES:
-            self.flush()
-        return True
-
-    def _plan(self, s: int, scalars: dict[str, float]) -> tuple[bool, bool, bool]:
-        """(main record, Jacobians, raw tensors) at step ``s``; checks the call."""
         if scalars:
             unknown = sorted(set(scalars) - set(SCALARS))
             if unknown:
                 raise ValueError(
                     f"Recorder.step: unknown scalar(s) {', '.join(unknown)}; accepted: "
-                    f"{', '.join(SCALARS)}"
+                    f"{', '.join(SCALARS)} (log your own with rec.log(name=value))"
                 )
+        self._emit_pending(before=s)
+        extra = self._pending.get(s, {}) | {k: np.float64(v) for k, v in scalars.items()}
+        main, jacobian, raw_step = self._plan(s, bool(extra))
+        self._next_step = s + 1
+        self._seen = (s, x, y, _versions(self._params))
+        self._pending.pop(s, None)
+        if not (main or raw_step):
+            if epoch is not None:
+                self._epoch = int(epoch)
+            return False
+        self._record(s, self._epoch_of(s, epoch), x, y, main, jacobian, raw_step, extra)
+        return True
+
+    def _record(
+        self,
+        s: int,
+        epoch_value: int,
+        x: Tensor,
+        y: Tensor,
+        main: bool,
+        jacobian: bool,
+        raw_step: bool,
+        extra: dict[str, Any],
+    ) -> None:
+        """Compute and buffer the record of step ``s`` (flushing when the buffer is full)."""
+        if self.net is None:
+            self._setup(x[:DEFAULT_PROBE_SIZE], y[:DEFAULT_PROBE_SIZE])
+        start = time.perf_counter()
+        ctx = StepContext(self.net, x, y, self.loss_fn, self.probe, self.optimizer)
+        values: dict[str, Any] = {}
+        # a rule may replace a feedback buffer in its forward (brSF redraws B): put the tensors
+        # back, so that a record leaves the model as it found it (also after the last step)
+        saved = [(layer, dict(layer._buffers)) for layer in self.net.layers.values()]
+        try:
+            if main:
+                whens = ("main", "jacobian") if jacobian else ("main",)
+                for quantity in (q for when in whens for q in self._quantities[when]):
+                    values.update(self._selected(quantity.compute(ctx)))
+            raw_values = raw.compute(ctx, self.raw_layers) if raw_step else {}
+        finally:
+            for layer, buffers in saved:
+                layer._buffers.update(buffers)
+        if raw_step:
+            self._raw_buffer.append(_Record(s, epoch_value, raw_values))
+            self._raw_bytes += sum(data.nbytes for _, data in raw_values.values())
+        if main:
+            values["record_seconds"] = np.float64(time.perf_counter() - start)
+            self._buffer.append(_Record(s, epoch_value, values | extra))
+        self._last_recorded = s
+        full = max(len(self._buffer), len(self._raw_buffer)) >= self.flush_every
+        if full or self._raw_bytes >= RAW_FLUSH_BYTES:
+            self.flush()
+
+    def _plan(self, s: int, forced: bool) -> tuple[bool, bool, bool]:
+        """(main record, Jacobians, raw tensors) at step ``s``; checks the call."""
         jacobian = self.jacobian_schedule(s)
         raw_step = bool(self.raw_layers) and self.raw_schedule(s)
-        main = jacobian or bool(scalars) or self.schedule(s)
+        main = jacobian or forced or self.schedule(s)
         if main or raw_step:
-            if self._closed:
-                raise RuntimeError("Recorder.step after close()")
-            if s <= self._last_recorded:
-                raise ValueError(
-                    f"Recorder.step: step {s} is not after the last recorded step "
-                    f"{self._last_recorded}; steps must increase (to replay after a checkpoint, "
-                    "resume with load_state_dict)"
-                )
+            self._check_step(s, "Recorder.step")
         return main, jacobian, raw_step
+
+    def _check_step(self, s: int, caller: str) -> None:
+        if self._closed:
+            raise RuntimeError(f"{caller} after close()")
+        if s <= self._last_recorded:
+            raise ValueError(
+                f"{caller}: step {s} is not after the last recorded step "
+                f"{self._last_recorded}; steps must increase (to replay after a checkpoint, "
+                "resume with load_state_dict)"
+            )
+
+    # ------------------------------------------------------------------ scalars of the loop
+    def log(
+        self, *, step: int | None = None, units: Mapping[str, str] | None = None, **scalars: float
+    ) -> None:
+        """Store scalars of the training loop: test accuracy or any value of your own.
+
+        >>> rec.log(test_accuracy=0.93, my_metric=1.2)                       # doctest: +SKIP
+
+        ``test_accuracy``, ``test_loss``, ``val_accuracy`` and ``val_loss`` are schema variables
+        (accuracy as a fraction, 0.93, not 93 %); any other name (a Python identifier) is
+        stored as the network-level variable ``user_<name>`` with ``units`` (default "1").
+
+        The values belong to step ``step``, by default the weights as they are now: the step
+        the next :meth:`step` call will see (after ``n`` updates, step ``n``). So call it between
+        training steps, e.g. after evaluating at the end of an epoch. The step gets a full
+        record (all quantities at those weights) when :meth:`step` reaches it, or at
+        :meth:`close` for values logged after the last step.
+        """
+        s = self._next_step if step is None else int(step)
+        units = dict(units or {})
+        values: dict[str, np.float64] = {}
+        for name, value in scalars.items():
+            if name in SCALARS:
+                stored = name
+            elif name in VARIABLES:
+                raise ValueError(
+                    f"Recorder.log: {name!r} is a quantity the recorder computes; log "
+                    f"{', '.join(SCALARS)} or names of your own"
+                )
+            else:
+                stored, var = user_variable(name, units.get(name, "1"))
+                self._user_vars.setdefault(stored, var)
+            values[stored] = np.float64(float(value))
+        if self._buffer and self._buffer[-1].step == s:
+            self._buffer[-1].values.update(values)
+            return
+        self._check_step(s, "Recorder.log")
+        self._pending.setdefault(s, {}).update(values)
+
+    def _emit_pending(self, before: float) -> None:
+        """Buffer scalar-only records for logged steps < ``before`` that no record reached."""
+        for s in sorted(p for p in self._pending if p < before):
+            values = self._pending.pop(s)
+            self._buffer.append(_Record(s, self._epoch_of(s, None), values))
+            self._last_recorded = s
+
+    # ------------------------------------------------------------------ recording
+    def _epoch_of(self, step: int, epoch: int | None) -> int:
+        if epoch is not None:
+            self._epoch = int(epoch)
+            return self._epoch
+        if self.steps_per_epoch:
+            return step // self.steps_per_epoch
+        return 0 if self._epoch is None else self._epoch
 
     # ------------------------------------------------------------------ storage
     def _main_segment(self, records: list[_Record]) -> xr.Dataset:
         names = list(dict.fromkeys(name for r in records for name in r.values))
         data_vars = {}
         for name in names:
-            var = VARIABLES[name]
+            var = VARIABLES.get(name) or self._user_vars[name]
             shape = next(np.shape(r.values[name]) for r in records if name in r.values)
             stacked = np.full((len(records), *shape), math.nan)
             for i, record in enumerate(records):
@@ -428,25 +593,68 @@ class Recorder:
             self.store.append("raw", validate(segment, attrs=False))
             self._raw_buffer, self._raw_bytes = [], 0
 
-    def close(self) -> None:
-        """Flush, then compact the record into one segment per log; mark it finished (file
-        the record closed) unless an exception is propagating. Idempotent."""
+    def close(self, *, final: bool | None = None) -> None:
+        """Record the final weights, flush, compact the record into one segment per log, and
+        warn if it holds fewer than ``min_records`` records. Idempotent.
+
+        The final record: :meth:`step` records step ``s`` at the weights the update of step
+        ``s`` is computed at, so after the last update of a loop (step ``s``) the final
+        weights are those of step ``s + 1``, which no :meth:`step` call showed the recorder.
+        ``close()`` records them as step ``s + 1`` (all quantities, Jacobians included), on
+        the last batch seen (the training-batch quantities need one). If no update happened
+        since the last :meth:`step` call (the loop called it once more after training, as
+        the trainer does), the final weights are those of step ``s``, recorded unless already
+        recorded. Updates are detected from the parameters' version counters, which every
+        in-place optimizer step increments. ``final=False`` (or ``Recorder(final=False)``)
+        skips it; closing while an exception propagates (a ``with`` block or a ``finally``
+        left on an error) skips it too, and only a close without one marks the record
+        finished (:func:`alignment.summary.run_state`).
+        """
         if self._closed:
             return
+        failing = sys.exc_info()[0] is not None
+        if (self.final if final is None else final) and not failing and self._seen is not None:
+            s, x, y, versions = self._seen
+            target = s + 1 if _versions(self._params) != versions else s
+            if target > self._last_recorded:
+                self._emit_pending(before=target)
+                extra = self._pending.pop(target, {})
+                epoch_value = self._epoch_of(target, None)
+                self._record(target, epoch_value, x, y, True, True, False, extra)
+        if self.net is not None:
+            self._emit_pending(before=math.inf)
         self.flush()
         if self.net is not None:
             for kind in KINDS:
                 self.store.compact(kind)
-            if sys.exc_info()[0] is None:  # not closed by an exception (with-block, finally)
+            if not failing:
                 self.store.mark_closed()
             self.store.release_writer()
         self._closed = True
+        self._seen = None
+        self._warn_if_few()
+
+    def _warn_if_few(self) -> None:
+        if self.min_records <= 0 or not self.store.exists():
+            return
+        ds = self.store.read("main", lazy=True)
+        count = 0 if ds is None else ds.sizes["step"]
+        if count < self.min_records:
+            warnings.warn(
+                f"Recorder: {self.run_dir} holds only {count} record(s) (schedule "
+                f"{self.schedule!r}, {self._next_step} steps); trajectories need more. Record "
+                "more often: schedule=alignment.recording.schedules.every(n) with a smaller n "
+                "or log_spaced(per_decade=...), or leave schedule unset for the default that "
+                "adapts to any run length; min_records=0 silences this warning.",
+                FewRecordsWarning,
+                stacklevel=3,
+            )
 
     def __enter__(self) -> Recorder:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.close(final=False if exc_type is not None else None)
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
@@ -470,6 +678,8 @@ class Recorder:
                 self.store.truncate(kind, stop)
         self._next_step = stop
         self._last_recorded = min(self._last_recorded, stop - 1)
+        self._pending = {s: v for s, v in self._pending.items() if s < stop}
+        self._seen = None
         self._epoch = state.get("epoch")
 
     def __repr__(self) -> str:

@@ -167,7 +167,7 @@ class epoch_end(Schedule):  # noqa: N801
 
     The record at step ``k·steps_per_epoch`` is taken before that step's update, so it holds the
     weights after all ``k`` epochs (the paper logs "at the start of every epoch"). Step 0 holds the
-    initialisation. Call the recorder once more after the last step for the final weights.
+    initialisation; ``Recorder.close()`` records the final weights after the last step.
     """
 
     steps_per_epoch: int

@@ -13,6 +13,20 @@ Jacobians; each raw variable carries a ``layer`` attribute.
 
 Datasets that combine runs (:func:`alignment.open_runs`) list the dims they added in front of every
 variable's dims in the JSON attr ``run_dims`` (e.g. ``["rule", "seed"]``).
+
+The ``layer`` dim carries coordinates that describe each layer (:data:`LAYER_COORDS`): its module
+type, fan-in and fan-out, kernel size, rule and the rule's per-layer options ``k`` and
+``density`` (NaN or "" where they do not apply).
+
+User scalars (:meth:`alignment.Recorder.log` with a name that is not a schema variable) are stored
+as network-level variables named ``user_<name>`` (dims ``("step",)``; ``<name>`` a Python
+identifier), with ``long_name`` = ``<name>``, the units given to ``log`` (default "1") and a
+description saying it was logged by the training loop.
+
+Run attrs (:data:`REQUIRED_ATTRS`, plus optional ones): ``tags`` is a JSON object of the user's
+own factors, a flat mapping from identifier to string or number (``Recorder(tags={"wd": "burst"})``
+→ ``'{"wd": "burst"}'``; ``"{}"`` when none); ``quantities`` the JSON list of the variables the
+recorder computes.
 """
 
 from __future__ import annotations
@@ -48,6 +62,13 @@ VARIABLES: dict[str, Variable] = {
     "test_loss": Variable(STEP, "test loss", "nat", "Loss on the test set."),
     "val_accuracy": Variable(STEP, "validation accuracy", "1", "Fraction correct, validation."),
     "val_loss": Variable(STEP, "validation loss", "nat", "Loss on the validation set."),
+    "record_seconds": Variable(
+        STEP,
+        "record time",
+        "s",
+        "Wall-clock time the recorder spent computing this record (its passes and quantities, "
+        "not the write to disk); compare with the time of a training step for the overhead.",
+    ),
     "lr": Variable(STEP, "learning rate", "1", "Learning rate of the first parameter group."),
     "weight_decay": Variable(STEP, "weight decay", "1", "Coupled L2 coefficient (first group)."),
     # per layer
@@ -99,6 +120,25 @@ VARIABLES: dict[str, Variable] = {
         "Singular values of the feedback Jacobian of each probe sample (descending), averaged "
         "over the probe batch; NaN-padded.",
     ),
+    "feedback_alignment_predicted": Variable(
+        LAYER,
+        "predicted feedback alignment",
+        DEG,
+        "The theory's angle between the realised feedback and W. PFA, PFA-o: the expected angle "
+        "between W and B·(P⊙BᵀW) at the weight-decay fixed point R* = P⊙BᵀW, for the realised B "
+        "(its B·Bᵀ spectrum: cos θ = mean λ/√(mean λ²) when dense) and W with i.i.d. entries "
+        "(alignment.theory.realised_path_alignment); FA: 90° (B independent of W); uSF: the "
+        "angle between W and sign(W) for the current W (exact when dense); frSF/brSF: the same "
+        "with |B| uniform; BP: 0°. NaN where there is no prediction (DFA, KP).",
+    ),
+    "feedback_norm_ratio_predicted": Variable(
+        LAYER,
+        "predicted feedback norm ratio",
+        "1",
+        "The theory's ‖feedback‖/‖W‖: PFA, PFA-o the expected √(E‖B(P⊙BᵀW)‖²/E‖W‖²) at the "
+        "fixed point for the realised B; uSF s·√(ρ·numel)/‖W‖ for the current W; BP 1; NaN "
+        "otherwise.",
+    ),
     "feedback_residual": Variable(
         LAYER, "feedback residual", "1", "PFA: ‖R − BᵀW‖; KP: ‖B − W‖ (Frobenius). NaN otherwise."
     ),
@@ -131,6 +171,65 @@ REQUIRED_ATTRS = (
     "start_time",
 )
 ANGLES = tuple(name for name, v in VARIABLES.items() if v.units == DEG)
+
+LAYER_COORDS: dict[str, Variable] = {
+    "layer_type": Variable(
+        ("layer",), "module type", "", "Class name of the converted module (Linear, Conv2d, …)."
+    ),
+    "layer_fan_in": Variable(
+        ("layer",), "fan-in", "1", "Input features (Linear) or input channels (Conv)."
+    ),
+    "layer_fan_out": Variable(
+        ("layer",), "fan-out", "1", "Output features (Linear) or output channels (Conv)."
+    ),
+    "layer_kernel_size": Variable(
+        ("layer",), "kernel size", "", "Kernel size of a conv layer as 'kh×kw'; '' for Linear."
+    ),
+    "layer_rule": Variable(("layer",), "rule", "", "The layer's learning rule."),
+    "layer_k": Variable(
+        ("layer",), "expansion ratio k", "1", "The rule's option k (PFA); NaN for other rules."
+    ),
+    "layer_density": Variable(
+        ("layer",), "feedback density", "1", "The rule's option density; NaN if it has none."
+    ),
+}
+"""Coordinates on the ``layer`` dim that describe each layer (written by the recorder)."""
+
+USER_PREFIX = "user_"
+"""Prefix of the variables holding user scalars (:meth:`alignment.Recorder.log`)."""
+
+RESERVED_TAGS = frozenset({"rule", "seed", "run", "step", "epoch", "layer", "sample", "sv", "eig"})
+"""Tag names that would collide with a factor or a dim of combined runs."""
+
+
+def user_variable(name: str, units: str = "1") -> tuple[str, Variable]:
+    """The stored name and schema entry of user scalar ``name`` (a Python identifier)."""
+    if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+        raise ValueError(
+            f"user scalar name {name!r} must be a Python identifier not starting with '_'"
+        )
+    return f"{USER_PREFIX}{name}", Variable(
+        STEP, name, units or "1", f"User scalar {name!r}, logged by the training loop."
+    )
+
+
+def check_tags(tags: object) -> dict[str, str | int | float]:
+    """``tags`` as a validated flat dict of identifier → str/number; raises ValueError."""
+    if not isinstance(tags, dict):
+        raise ValueError(f"tags must be a dict of name → str or number, got {type(tags).__name__}")
+    for key, value in tags.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ValueError(f"tag name {key!r} must be a Python identifier (e.g. 'wd')")
+        if key in RESERVED_TAGS:
+            raise ValueError(
+                f"tag name {key!r} is reserved ({', '.join(sorted(RESERVED_TAGS))}); rename it"
+            )
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise ValueError(
+                f"tag {key!r} = {value!r}: tag values must be strings or numbers (flat, no lists)"
+            )
+    return dict(tags)
+
 
 RAW_STEP = "raw_step"
 RAW_EPOCH = "raw_epoch"
@@ -234,6 +333,8 @@ def _check_variable(ds: xr.Dataset, name: str, lead: tuple[str, ...] = ()) -> No
         expected = None if expected is None else (*lead, *expected)
     elif name in VARIABLES:
         expected = (*lead, *VARIABLES[name].dims)
+    elif name.startswith(USER_PREFIX) and name[len(USER_PREFIX) :].isidentifier():
+        expected = (*lead, *STEP)
     else:
         raise SchemaError(f"unknown variable {name!r}; known variables: {', '.join(VARIABLES)}")
     if da.dims != expected:
@@ -267,6 +368,9 @@ def _check_coords(ds: xr.Dataset, lead: tuple[str, ...] = ()) -> None:
     if "layer" in ds.dims:
         if ds["layer"].dtype.kind not in "OU":
             raise SchemaError("coordinate 'layer' must hold module names (strings)")
+    for name, var in LAYER_COORDS.items():
+        if name in ds.coords and ds[name].dims[-1:] != var.dims:
+            raise SchemaError(f"coordinate {name!r} has dims {ds[name].dims}, expected ('layer',)")
 
 
 def validate(ds: xr.Dataset, *, attrs: bool = True) -> xr.Dataset:
@@ -284,6 +388,11 @@ def validate(ds: xr.Dataset, *, attrs: bool = True) -> xr.Dataset:
                 json.loads(ds.attrs[key])
             except (TypeError, ValueError) as error:
                 raise SchemaError(f"dataset attr {key!r} is not valid JSON: {error}") from None
+        if "tags" in ds.attrs:
+            try:
+                check_tags(json.loads(ds.attrs["tags"]))
+            except (TypeError, ValueError) as error:
+                raise SchemaError(f"dataset attr 'tags' is invalid: {error}") from None
     lead = _run_dims(ds)
     _check_coords(ds, lead)
     for name in ds.data_vars:

@@ -2,12 +2,15 @@
 
 * :mod:`.network`: loss, train_accuracy, lr, weight_decay (+ test/val scalars from the loop);
 * :mod:`.feedback_alignment`: feedback_alignment, feedback_norm_ratio;
+* :mod:`.predictions`: feedback_alignment_predicted, feedback_norm_ratio_predicted (the theory's
+  values for the feedback as realised);
 * :mod:`.gradients`: grad_alignment, grad_norm, grad_bp_norm;
 * :mod:`.delta_alignment`: delta_alignment;
 * :mod:`.feedback_residual`: feedback_residual, feedback_residual_rel (PFA, KP);
 * :mod:`.jacobians`: jacobian_alignment, jacobian_sv_true, jacobian_sv_fb (Jacobian schedule);
 * :mod:`.bbt_eigenvalues`: bbt_eigenvalues (once per run, PFA);
-* :mod:`.raw`: raw tensors of opted-in layers (raw schedule).
+* :mod:`.raw`: raw tensors of opted-in layers (raw schedule);
+* :mod:`.layers`: the coordinates describing each layer (written once).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from alignment.recording.quantities import (
     gradients,
     jacobians,
     network,
+    predictions,
     raw,
 )
 from alignment.recording.quantities.common import Quantity
@@ -27,6 +31,7 @@ from alignment.recording.quantities.common import Quantity
 QUANTITIES: tuple[Quantity, ...] = (
     network.QUANTITY,
     feedback_alignment.QUANTITY,
+    predictions.QUANTITY,
     gradients.QUANTITY,
     delta_alignment.QUANTITY,
     feedback_residual.QUANTITY,
@@ -35,4 +40,7 @@ QUANTITIES: tuple[Quantity, ...] = (
 )
 """Every quantity, in the order the recorder computes them (``when`` says on which schedule)."""
 
-__all__ = ["QUANTITIES", "Quantity", "raw"]
+SELECTABLE: tuple[str, ...] = tuple(name for q in QUANTITIES for name in q.variables)
+"""The variable names ``Recorder(quantities=..., exclude=...)`` accepts."""
+
+__all__ = ["QUANTITIES", "SELECTABLE", "Quantity", "raw"]

@@ -87,6 +87,9 @@ def compare(
         return NAN, NAN, safe_norm(a), safe_norm(b)
     if a.shape != b.shape:
         raise ValueError(f"compare: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
+    if _same_tensor(a, b):  # BP: W against W, the rule's gradient against itself
+        norm = safe_norm(a, workspace)  # (exactly what the general path gives: 0° and 1)
+        return (NAN, NAN, norm, norm) if norm == 0.0 else (0.0, 1.0, norm, norm)
     workspace = Workspace() if workspace is None else workspace
     ua, ub, tmp = workspace.float64(a.numel(), a.device)
     ua.copy_(a.detach().reshape(-1))
@@ -101,6 +104,17 @@ def compare(
     summ = torch.linalg.vector_norm(torch.add(ua, ub, out=tmp))
     theta = 2.0 * torch.atan2(diff, summ) * DEGREES_PER_RADIAN
     return float(theta), fa / fb, fa, fb
+
+
+def _same_tensor(a: Tensor, b: Tensor) -> bool:
+    """True if ``a`` and ``b`` view the same memory the same way (hence are equal)."""
+    return (
+        a.data_ptr() == b.data_ptr()
+        and a.dtype == b.dtype
+        and a.stride() == b.stride()
+        and a.storage_offset() == b.storage_offset()
+        and a.device == b.device
+    )
 
 
 def safe_angle(a: Tensor | None, b: Tensor | None) -> float:
