@@ -11,6 +11,7 @@ import xarray as xr
 
 from alignment import demo
 from alignment.config import load_config
+from alignment.recording import open_run
 from alignment.theory import decay_factors
 from alignment.training.schedules import learning_rate, weight_decay
 from tests.synthetic import synthetic_run
@@ -146,19 +147,37 @@ def test_pfa_burst_is_short_and_aligns_r(rule: str) -> None:
     assert abs(c[burst]) < 2e-2  # reached during the burst, not by the slow decay after it
 
 
+TINY = ["epochs=1", "max_steps_per_epoch=3", "data.name=digits", "data.batch_size=16"]
+TINY += ["record.jacobian=never", "record.probe_size=4", "data.eval_batch_size=500"]
+
+
+def tiny_argv(out: Path, *args: str) -> list[str]:
+    return ["--out", str(out), *args, "--draws", "2", *(x for s in TINY for x in ("--set", s))]
+
+
 @pytest.mark.slow
 def test_main_prints_time_per_rule_the_table_and_the_checks(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    tiny = ["epochs=1", "max_steps_per_epoch=3", "data.name=digits", "data.batch_size=16"]
-    tiny += ["record.jacobian=never", "record.probe_size=4", "data.eval_batch_size=500"]
-    argv = ["--out", str(tmp_path), "--rules", "bp", "fa", "pfa", "--seeds", "0", "1"]
-    argv += ["--quiet", "--draws", "2", *(x for s in tiny for x in ("--set", s))]
-    code = demo.main(argv)
+    code = demo.main(tiny_argv(tmp_path, "--rules", "bp", "fa", "pfa", "--seeds", "0", "1"))
     out = capsys.readouterr().out
     for rule in ("bp", "fa", "pfa"):
-        assert f"{rule}: " in out and (tmp_path / rule / "seed1" / "DONE").exists()
+        assert f"{rule} seed 1: " in out and (tmp_path / rule / "seed1" / "DONE").exists()
     assert "mean ± sd over seeds" in out and "training: " in out and "total: " in out
+    assert "CPU time of the runs" in out and "time" in out.split("mean ± sd over seeds")[1]
     assert "PFA test accuracy within 1.5 points of BP" in out
     # Three steps do not align PFA: main() says so and fails.
     assert code == 1 and "checks failed" in out
+
+
+@pytest.mark.slow
+def test_runs_do_not_depend_on_jobs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two workers or one process: each run is trained at one thread, to the same numbers."""
+    finals = []
+    for jobs in ("1", "2"):
+        out = tmp_path / f"jobs{jobs}"
+        demo.main(tiny_argv(out, "--rules", "pfa", "--seeds", "0", "--jobs", jobs))
+        ds = open_run(out / "pfa" / "seed0")
+        finals.append(ds[["test_accuracy", "feedback_alignment", "loss"]].load())
+    capsys.readouterr()
+    xr.testing.assert_identical(finals[0], finals[1])
