@@ -195,8 +195,12 @@ def train_all(
             futures = {
                 pool.submit(train_one, rule, seed, out, sets): (rule, seed) for rule, seed in todo
             }
-            for future in as_completed(futures):
-                report(*futures[future], future.result())
+            try:
+                for future in as_completed(futures):
+                    report(*futures[future], future.result())
+            except BaseException:  # a failed run stops the demo: start no other run
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     runs = {rule: [open_run(done[r, s][0]) for r, s in todo if r == rule] for rule in rules}
     seconds = {rule: sum(done[r, s][1] for r, s in todo if r == rule) for rule in rules}
     return runs, seconds, sum(value[2] for value in done.values())

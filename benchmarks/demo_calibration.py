@@ -64,7 +64,7 @@ CANDIDATES: dict[str, Candidate] = {
         "lr 0.01, PFA wd 0.1 for 937 steps then 3e-4",
         ["epochs=20", "optim.lr=0.01"],
         burst(0.1, 937, after=3e-4),
-        ("bp", "pfa"),
+        ("bp", "fa", "dfa", "pfa"),
         (0,),
     ),
     # A short burst near critical damping of momentum 0.9, where D = R - BᵀW decays fastest:

@@ -13,6 +13,7 @@ from alignment import demo
 from alignment.config import load_config
 from alignment.recording import open_run
 from alignment.theory import decay_factors
+from alignment.training import DivergenceError
 from alignment.training.schedules import learning_rate, weight_decay
 from tests.synthetic import synthetic_run
 
@@ -181,3 +182,14 @@ def test_runs_do_not_depend_on_jobs(tmp_path: Path, capsys: pytest.CaptureFixtur
         finals.append(ds[["test_accuracy", "feedback_alignment", "loss"]].load())
     capsys.readouterr()
     xr.testing.assert_identical(finals[0], finals[1])
+
+
+@pytest.mark.slow
+def test_a_failed_run_stops_the_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run that diverges raises in main(), and the runs not yet started are never started."""
+    argv = tiny_argv(tmp_path, "--rules", "bp", "fa", "pfa", "--seeds", "0", "1", "2")
+    with pytest.raises(DivergenceError):
+        demo.main([*argv, "--set", "optim.lr=1e30"])
+    started = list(tmp_path.glob("*/seed*/config.yaml"))
+    assert 1 <= len(started) < 9
+    assert "figure files" not in capsys.readouterr().out
