@@ -16,7 +16,7 @@ candidate's BP.
     python benchmarks/demo_calibration.py --only lr0.05-wd0.04x186 --rules pfa --seeds 3 4
     python benchmarks/demo_calibration.py --table               # the table of what ran
 
-The whole calibration is about 1,400 s of CPU time (a PFA run about 60 s at one thread, the
+The whole calibration (34 runs) took 774 s of CPU time (a PFA run about 60 s at one thread, the
 other rules 10-17 s).
 """
 
