@@ -390,7 +390,11 @@ def validate(ds: xr.Dataset, *, attrs: bool = True) -> xr.Dataset:
                 raise SchemaError(f"dataset attr {key!r} is not valid JSON: {error}") from None
         if "tags" in ds.attrs:
             try:
-                check_tags(json.loads(ds.attrs["tags"]))
+                tags = json.loads(ds.attrs["tags"])
+                combined = "run_dims" in ds.attrs and isinstance(tags, list)
+                for each in tags if combined else [tags]:  # combined runs: one per run
+                    if each is not None or not combined:
+                        check_tags(each)
             except (TypeError, ValueError) as error:
                 raise SchemaError(f"dataset attr 'tags' is invalid: {error}") from None
     lead = _run_dims(ds)
