@@ -35,11 +35,14 @@ timed separately. Reported per (network, rule):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import importlib
 import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -90,6 +93,45 @@ def build(net: str, rule: str) -> nn.Module:
     return alignment.convert(NETS[net](), rule, **({"k": 10} if rule == "pfa" else {}))
 
 
+class Package:
+    """The ``alignment`` package of another source tree (``--baseline``), loaded beside this one:
+    its modules live in their own table, swapped into ``sys.modules`` while it runs (so the
+    imports its functions make at run time find its own modules)."""
+
+    def __init__(self, root: Path) -> None:
+        ours = _take_modules()
+        sys.path.insert(0, str(root))
+        try:
+            importlib.import_module("alignment")
+            importlib.import_module("alignment.recording")
+            self.modules = _take_modules()
+        finally:
+            sys.path.remove(str(root))
+            sys.modules.update(ours)
+        self.alignment = self.modules["alignment"]
+        self.root = root
+
+    @contextlib.contextmanager
+    def active(self):
+        ours = _take_modules()
+        sys.modules.update(self.modules)
+        try:
+            yield self.alignment
+        finally:
+            _take_modules()
+            sys.modules.update(ours)
+
+
+def _take_modules() -> dict:
+    """Remove and return every ``alignment`` module from ``sys.modules``."""
+    names = [n for n in sys.modules if n == "alignment" or n.startswith("alignment.")]
+    return {n: sys.modules.pop(n) for n in names}
+
+
+PROBE_PARTS = ("probe passes", "DFA mean input Jacobians")
+"""Floor parts that a record of the probe schedule computes (not a main record)."""
+
+
 @dataclass
 class Result:
     net: str
@@ -100,8 +142,11 @@ class Result:
     overhead: float
     record_steps: float
     floor_steps: float
+    probe_floor_steps: float
     jacobian_steps: float
     floor_parts_ms: dict
+    baseline_overhead: float | None = None
+    baseline_record_steps: float | None = None
 
 
 def _batches(count: int, size: int, seed: int) -> list[tuple[Tensor, Tensor]]:
@@ -203,66 +248,100 @@ def _mean_input_jacobians(model: nn.Module, x: Tensor, names: list[str]) -> None
     jacrev(logits)({n: torch.zeros(1, *shapes[n]) for n in names})
 
 
+def _recorder(pkg, model, run_dir: Path, probe, opt, exclude=()):
+    return pkg.Recorder(
+        model,
+        run_dir,
+        probe=probe,
+        optimizer=opt,
+        schedule=pkg.recording.schedules.every(EVERY),
+        jacobian_schedule=pkg.recording.schedules.never,
+        min_records=0,
+        exclude=exclude,
+    )
+
+
 def run_net(
-    net: str, steps: int, rules: tuple[str, ...], workdir: Path, exclude: tuple[str, ...] = ()
+    net: str,
+    steps: int,
+    rules: tuple[str, ...],
+    workdir: Path,
+    exclude: tuple[str, ...] = (),
+    baseline: Package | None = None,
 ) -> list[Result]:
+    """Plain, recorded (and, with ``baseline``, recorded by the baseline tree's recorder) copies
+    of every rule's model, stepped side by side in a rotating order."""
     data = _batches(8, BATCH, seed=1)
     probe = _batches(1, PROBE, seed=2)[0]
-    copies = {}
+    kinds = ("plain", "recorded") + (("baseline",) if baseline else ())
+    copies: dict[tuple[str, str], tuple] = {}
     for rule in rules:
         plain = build(net, rule)
         recorded = copy.deepcopy(plain)
-        opt_recorded = _optimizer(recorded)
-        rec = alignment.Recorder(
-            recorded,
-            workdir / f"{net}-{rule}",
-            probe=probe,
-            optimizer=opt_recorded,
-            schedule=schedules.every(EVERY),
-            jacobian_schedule=schedules.never,
-            min_records=0,
-            exclude=exclude,
-        )
-        copies[rule] = (plain, _optimizer(plain), recorded, opt_recorded, rec)
-    times = {(rule, kind): [] for rule in rules for kind in ("plain", "recorded")}
-    order = [(rule, kind) for rule in rules for kind in ("plain", "recorded")]
+        opt = _optimizer(recorded)
+        rec = _recorder(alignment, recorded, workdir / f"{net}-{rule}", probe, opt, exclude)
+        copies[(rule, "plain")] = (plain, _optimizer(plain), None, contextlib.nullcontext)
+        copies[(rule, "recorded")] = (recorded, opt, rec, contextlib.nullcontext)
+        if baseline:
+            with baseline.active() as old:
+                torch.manual_seed(0)
+                model = old.convert(NETS[net](), rule, **({"k": 10} if rule == "pfa" else {}))
+                model.load_state_dict(plain.state_dict())
+                opt_old = _optimizer(model)
+                rec_old = _recorder(old, model, workdir / f"old-{net}-{rule}", probe, opt_old)
+            copies[(rule, "baseline")] = (model, opt_old, rec_old, baseline.active)
+    times = {key: [] for key in copies}
+    order = [(rule, kind) for rule in rules for kind in kinds]
     for step in range(steps + 1):
         x, y = data[step % len(data)]
         shift = step % len(order)
-        for rule, kind in order[shift:] + order[:shift]:
-            plain, opt_plain, recorded, opt_recorded, rec = copies[rule]
+        for key in order[shift:] + order[:shift]:
+            model, opt, rec, context = copies[key]
             start = time.perf_counter()
-            if kind == "plain":
-                _train_step(plain, opt_plain, x, y)
-            else:
-                rec.step(x, y)
-                _train_step(recorded, opt_recorded, x, y)
+            with context():
+                if rec is not None:
+                    rec.step(x, y)
+                _train_step(model, opt, x, y)
             if step > 0:  # step 0: the recorder's one-time setup
-                times[(rule, kind)].append(time.perf_counter() - start)
+                times[key].append(time.perf_counter() - start)
     results = []
     for rule in rules:
-        plain, opt_plain, recorded, opt_recorded, rec = copies[rule]
-        rec.close(final=False)
-        ds = alignment.open_run(rec.run_dir)
-        seconds = ds["record_seconds"].values[1:]  # step 0 carries the setup
         step_s = statistics.median(times[(rule, "plain")])
-        jac_s = _jacobian_cost(recorded, opt_recorded, data[0], probe, workdir / f"j-{net}-{rule}")
+
+        overhead, record_steps = _measured(copies, times, rule, "recorded", step_s)
+        old = _measured(copies, times, rule, "baseline", step_s) if baseline else (None, None)
+        recorded, opt = copies[(rule, "recorded")][:2]
+        jac_s = _jacobian_cost(recorded, opt, data[0], probe, workdir / f"j-{net}-{rule}")
         parts = floor(net, rule, data[0], probe)
+        main = sum(v for k, v in parts.items() if k not in PROBE_PARTS)
         results.append(
             Result(
                 net=net,
                 rule=rule,
                 steps=steps,
-                records=len(seconds),
+                records=steps // EVERY,
                 step_ms=1e3 * step_s,
-                overhead=sum(times[(rule, "recorded")]) / sum(times[(rule, "plain")]) - 1.0,
-                record_steps=statistics.median(seconds) / step_s,
-                floor_steps=sum(parts.values()) / step_s,
+                overhead=overhead,
+                record_steps=record_steps,
+                floor_steps=main / step_s,
+                probe_floor_steps=(sum(parts.values()) - main) / step_s,
                 jacobian_steps=jac_s / step_s,
                 floor_parts_ms={k: round(1e3 * v, 2) for k, v in parts.items()},
+                baseline_overhead=old[0],
+                baseline_record_steps=old[1],
             )
         )
     return results
+
+
+def _measured(copies: dict, times: dict, rule: str, kind: str, step_s: float):
+    """(overhead, median record in training steps) of one recorded copy; closes its recorder."""
+    _, _, rec, context = copies[(rule, kind)]
+    with context():
+        rec.close(final=False)
+    seconds = alignment.open_run(rec.run_dir)["record_seconds"].values[1:]
+    overhead = sum(times[(rule, kind)]) / sum(times[(rule, "plain")]) - 1.0
+    return overhead, statistics.median(seconds) / step_s
 
 
 def _jacobian_cost(model, opt, batch, probe, run_dir: Path) -> float:
@@ -287,22 +366,29 @@ def _jacobian_cost(model, opt, batch, probe, run_dir: Path) -> float:
 
 
 def report(results: list[Result]) -> str:
-    lines = [
-        f"{'net':<6}{'rule':<6}{'step ms':>9}{'overhead':>10}{'record':>8}{'floor':>7}"
-        f"{'floor/10':>9}{'jacobian':>10}   floor parts (ms)"
-    ]
+    before = any(r.baseline_overhead is not None for r in results)
+    head = f"{'net':<6}{'rule':<6}{'step ms':>9}"
+    head += f"{'before':>9}{'rec':>6}" if before else ""
+    head += f"{'overhead':>10}{'record':>8}{'floor':>7}{'floor/10':>9}{'probe':>7}{'jacobian':>10}"
+    lines = [head + "   floor parts (ms)"]
     for r in results:
         flag = "  > target" if r.net == "conv" and r.overhead > TARGET else ""
         parts = ", ".join(f"{k} {v:.1f}" for k, v in r.floor_parts_ms.items())
-        lines.append(
-            f"{r.net:<6}{r.rule:<6}{r.step_ms:>9.1f}{100 * r.overhead:>9.1f}%"
-            f"{r.record_steps:>8.2f}{r.floor_steps:>7.2f}{100 * r.floor_steps / EVERY:>8.1f}%"
+        line = f"{r.net:<6}{r.rule:<6}{r.step_ms:>9.1f}"
+        if before:
+            line += f"{100 * r.baseline_overhead:>8.1f}%{r.baseline_record_steps:>6.2f}"
+        line += (
+            f"{100 * r.overhead:>9.1f}%{r.record_steps:>8.2f}{r.floor_steps:>7.2f}"
+            f"{100 * r.floor_steps / EVERY:>8.1f}%{r.probe_floor_steps:>7.2f}"
             f"{r.jacobian_steps:>10.1f}   {parts}{flag}"
         )
+        lines.append(line)
     lines.append(
-        f"overhead: measured at every({EVERY}); record, floor, jacobian: in training steps "
-        "(median plain step); floor/10: the least overhead any recorder computing these "
-        "quantities can have at every(10)."
+        f"overhead: measured at every({EVERY}) (before: the --baseline tree's recorder, rec: its "
+        "record); record, floor, probe, jacobian: in training steps (median plain step); floor: "
+        "what a main record must compute, floor/10 the least overhead at every(10); probe: what a "
+        "probe-schedule record adds to the floor (probe passes, DFA's mean Jacobians); jacobian: "
+        "the measured extra cost of a probe-schedule record (with the Jacobians)."
     )
     return "\n".join(lines)
 
@@ -318,21 +404,32 @@ def main() -> None:
         "--exclude", default="", help="quantities not recorded, e.g. delta_alignment (floor as is)"
     )
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="another source tree (e.g. a git worktree of an older commit) whose recorder runs "
+        "beside this one's, as a third copy per rule: the 'before' column",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore", alignment.UnconvertedLayerWarning)
     steps = 20 if args.quick else args.steps
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     results: list[Result] = []
+    baseline = Package(args.baseline.resolve()) if args.baseline else None
     with tempfile.TemporaryDirectory() as tmp:
         for net in args.nets.split(","):
             exclude = tuple(filter(None, args.exclude.split(",")))
-            results += run_net(net, steps, tuple(args.rules.split(",")), Path(tmp), exclude)
+            rules = tuple(args.rules.split(","))
+            results += run_net(net, steps, rules, Path(tmp), exclude, baseline)
             print(report([r for r in results if r.net == net]), flush=True)
     print()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
         f"torch {torch.__version__}, cpu, {args.threads} thread(s), {os.cpu_count()} CPUs, "
-        f"{platform.processor() or platform.machine()}, load average {load:.1f}"
+        f"{platform.processor() or platform.machine()}, load average {load_start:.1f} at the "
+        f"start, {load:.1f} at the end"
     )
     print(report(results))
     if args.json:
