@@ -177,6 +177,14 @@ def test_a_resumed_record_continues_the_factor(tmp_path: Path) -> None:
     rec.close(final=False)
     values = open_run(tmp_path / "resumed")["feedback_residual_predicted"]
     assert np.isnan(values.sel(step=[9, 10])).all() and np.isfinite(values.sel(step=8))
+    # nor when the loop does not call load_state_dict at all
+    rec = alignment.Recorder(
+        model, tmp_path / "resumed", optimizer=opt, schedule=schedules.always, resume=True
+    )
+    run(range(11, 12), model, opt, rec)
+    rec.close(final=False)
+    values = open_run(tmp_path / "resumed")["feedback_residual_predicted"]
+    assert values.step.values[-1] == 11 and np.isnan(values.sel(step=11))
 
 
 def _first_values(tmp_path: Path, name: str, model: nn.Module, opt, steps: int = 3, **kw):

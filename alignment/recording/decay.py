@@ -78,12 +78,15 @@ class ResidualDecay:
         """c_t after the updates so far (NaN when unknown)."""
         return self.c if self.valid else math.nan
 
-    def start(self) -> None:
-        """Take the weights as they are now as the reference (c = 1); at the first step call."""
+    def start(self, *, known: bool = True) -> None:
+        """Take the weights as they are now as the reference (c = 1); at the first step call.
+        ``known=False``: a continued record whose earlier updates the recursion never saw."""
         if self.started:
             return
         self.started = True
-        if self.valid and any(self._momentum_buffer(t) is not None for t in self.tensors):
+        if not known:
+            self.valid = False
+        elif self.valid and any(self._momentum_buffer(t) is not None for t in self.tensors):
             self.valid = False  # the buffers carry updates the recursion never saw
 
     def invalidate(self) -> None:

@@ -272,6 +272,7 @@ class Recorder:
         self._pending: dict[int, dict[str, np.float64]] = {}
         self._user_vars: dict[str, Variable] = {}
         self._decay = ResidualDecay(model, optimizer)
+        self._decay_unknown = False
         if self.store.exists():
             if not resume:
                 raise FileExistsError(
@@ -373,7 +374,7 @@ class Recorder:
 
     def _resume(self) -> None:
         self.store.hold_writer()  # first: no other writer may be cleaning or appending
-        self._decay.invalidate()  # unknown unless load_state_dict restores it
+        self._decay_unknown = True  # the updates so far: unless load_state_dict restores them
         self.store.clean()
         check_resumable(self.store)  # a damaged record or one with gaps is refused, not continued
         static = self.store.read_static()
@@ -429,7 +430,7 @@ class Recorder:
                     f"Recorder.step: unknown scalar(s) {', '.join(unknown)}; accepted: "
                     f"{', '.join(SCALARS)} (log your own with rec.log(name=value))"
                 )
-        self._decay.start()
+        self._decay.start(known=not (self._decay_unknown and s > 0))
         self._emit_pending(before=s)
         extra = self._pending.get(s, {}) | {k: np.float64(v) for k, v in scalars.items()}
         main, jacobian, raw_step = self._plan(s, bool(extra))
@@ -710,6 +711,7 @@ class Recorder:
         self._seen = None
         self._epoch = state.get("epoch")
         self._decay.load_state_dict(state.get("residual_decay"))
+        self._decay_unknown = False
 
     def __repr__(self) -> str:
         layers = "?" if self.net is None else len(self.net.names)
