@@ -41,10 +41,10 @@ def test_the_trainer_record_holds_the_config_based_prediction(tmp_path: Path) ->
     """demo/pfa with its weight-decay burst (shortened) and an lr step: the recorded c_t equals
     analyses.decay's, recomputed from the config, at every recorded step."""
     overrides = [
-        "epochs=3",
+        "epochs=2",
         "max_steps_per_epoch=4",
         "wd_schedule.burst_steps=5",
-        "lr_schedule.milestones=[1, 2]",
+        "lr_schedule.milestones=[1]",
         "record.every=1",
         "record.probe_size=4",
         "rule.k=2",
@@ -55,7 +55,8 @@ def test_the_trainer_record_holds_the_config_based_prediction(tmp_path: Path) ->
     recorded = ds["feedback_residual_predicted"]
     assert recorded.attrs["units"] == "1" and recorded.dims == ("step",)
     expected = predicted_decay(ds)
-    assert ds.sizes["step"] == 13 and np.isfinite(recorded.values).all()
+    assert ds.sizes["step"] == 9 and np.isfinite(recorded.values).all()
+    assert len(np.unique(ds["lr"])) == 2 and len(np.unique(ds["weight_decay"])) == 2
     np.testing.assert_allclose(recorded.values, expected.values, rtol=0, atol=1e-12)
     assert recorded.values[0] == 1.0 and recorded.values[-1] < 0.99  # the burst shrank D
     # and it is what the residual did (momentum 0.9, lr and decay changing, float32 weights)
@@ -259,3 +260,16 @@ def test_only_runs_with_a_residual_record_the_factor(tmp_path: Path) -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     _first_values(tmp_path, "kp-hook", model, opt)
     assert not opt._optimizer_step_pre_hooks  # close() removed the recorder's hook
+
+
+def test_kolen_pollack_records_the_factor_of_b_minus_w(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(12, 9), nn.Tanh(), nn.Linear(9, 4)).double()
+    model = alignment.convert(net, "kp")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.2)
+    values = _first_values(tmp_path, "kp", model, opt, steps=4)
+    ds = open_run(tmp_path / "kp")
+    expected = decay_factors(0.1, 0.2, momentum=0.9, n_steps=3)
+    np.testing.assert_allclose(values, expected, rtol=0, atol=1e-14)
+    measured = ds["feedback_residual"] / ds["feedback_residual"].isel(step=0)
+    np.testing.assert_allclose(measured.values, np.abs(values)[:, None] * [1, 1], atol=1e-10)
