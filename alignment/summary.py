@@ -73,17 +73,26 @@ def _accuracy(ds: xr.Dataset, state: State | None) -> str | None:
 
 
 def _overhead(ds: xr.Dataset) -> str | None:
-    """The recording time (variable ``record_seconds``, where the recorder stores it)."""
+    """The recording time (variable ``record_seconds``) and, where the record has the run's
+    wall-clock time (``elapsed_seconds``), the overhead: recording time over the rest of the
+    run's time (training, evaluation, writing) up to the last record."""
     if "record_seconds" not in ds:
         return None
     seconds = np.asarray(ds["record_seconds"].values, dtype=float)
     seconds = seconds[np.isfinite(seconds)]
     if not seconds.size:
         return None
-    return (
+    line = (
         f"recording: {seconds.sum():.2f} s over {seconds.size} records "
         f"({1000 * seconds.mean():.1f} ms per record)"
     )
+    if "elapsed_seconds" in ds:
+        elapsed = np.asarray(ds["elapsed_seconds"].values, dtype=float)
+        elapsed = elapsed[np.isfinite(elapsed)]
+        rest = elapsed.max() - seconds.sum() if elapsed.size else 0.0
+        if rest > 0:
+            line += f", {100 * seconds.sum() / rest:.0f} % overhead over {rest:.1f} s of the run"
+    return line
 
 
 def _describe_layer(ds: xr.Dataset, i: int, name: str) -> str:

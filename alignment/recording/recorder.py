@@ -266,6 +266,8 @@ class Recorder:
         self._last_recorded = -1
         self._epoch: int | None = None
         self._closed = False
+        self._clock: float | None = None  # perf_counter() at the first step() of this process
+        self._elapsed_before = 0.0  # seconds of the run before it (a resumed checkpoint's)
         self._quantities: dict[str, list] = {}
         self._params = list(model.parameters())
         self._seen: tuple[int, Tensor, Tensor, int] | None = None
@@ -431,6 +433,8 @@ class Recorder:
                     f"{', '.join(SCALARS)} (log your own with rec.log(name=value))"
                 )
         self._decay.start(known=not (self._decay_unknown and s > 0))
+        if self._clock is None:
+            self._clock = time.perf_counter()
         self._emit_pending(before=s)
         extra = self._pending.get(s, {}) | {k: np.float64(v) for k, v in scalars.items()}
         main, jacobian, raw_step = self._plan(s, bool(extra))
@@ -487,6 +491,7 @@ class Recorder:
             self._raw_bytes += sum(data.nbytes for _, data in raw_values.values())
         if main:
             values["record_seconds"] = np.float64(time.perf_counter() - start)
+            values["elapsed_seconds"] = np.float64(self._elapsed())
             self._buffer.append(_Record(s, epoch_value, values | extra))
         self._last_recorded = s
         full = max(len(self._buffer), len(self._raw_buffer)) >= self.flush_every
@@ -689,7 +694,14 @@ class Recorder:
             "epoch": self._epoch,
             "last_recorded": self._last_recorded,
             "residual_decay": self._decay.state_dict(),
+            "elapsed_seconds": self._elapsed(),
         }
+
+    def _elapsed(self) -> float:
+        """Seconds of the run so far: since the first :meth:`step` of this process, plus what
+        a resumed checkpoint had counted."""
+        since = 0.0 if self._clock is None else time.perf_counter() - self._clock
+        return self._elapsed_before + since
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a checkpoint: records at steps ≥ ``state['step']`` are dropped, so that
@@ -712,6 +724,8 @@ class Recorder:
         self._epoch = state.get("epoch")
         self._decay.load_state_dict(state.get("residual_decay"))
         self._decay_unknown = False
+        self._elapsed_before = float(state.get("elapsed_seconds", 0.0))
+        self._clock = None
 
     def __repr__(self) -> str:
         layers = "?" if self.net is None else len(self.net.names)

@@ -85,6 +85,15 @@ VARIABLES: dict[str, Variable] = {
         "Wall-clock time the recorder spent computing this record (its passes and quantities, "
         "not the write to disk); compare with the time of a training step for the overhead.",
     ),
+    "elapsed_seconds": Variable(
+        STEP,
+        "elapsed time",
+        "s",
+        "Wall-clock time of the run up to the end of this record, from the recorder's first "
+        "step (training, evaluation and recording; a resumed run continues its checkpoint's "
+        "count, without the time it was stopped). With record_seconds it gives the recording "
+        "overhead (alignment info).",
+    ),
     "lr": Variable(STEP, "learning rate", "1", "Learning rate of the first parameter group."),
     "weight_decay": Variable(STEP, "weight decay", "1", "Coupled L2 coefficient (first group)."),
     # per layer
@@ -195,6 +204,9 @@ SCHEDULES = {
 VARIABLES = {
     name: replace(var, schedule=SCHEDULES.get(name, MAIN)) for name, var in VARIABLES.items()
 }
+
+TIMINGS = ("record_seconds", "elapsed_seconds")
+"""Wall-clock variables: the only ones in which two runs with the same seed differ."""
 
 PROBE_INPUT_DIMS = {
     2: ("sample", "feature"),
