@@ -11,20 +11,17 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from alignment.recording import open_runs
+from alignment.summary import run_dirs
 from figures import style
 
 
 def find_runs(paths: Sequence[str | Path]) -> list[Path]:
-    """Run directories (holding ``config.yaml``) given directly or found below each path."""
+    """Run directories (holding a ``record.zarr`` from the Recorder, or a trainer's
+    ``config.yaml``) given directly or found below each path
+    (:func:`alignment.summary.run_dirs`)."""
     found: list[Path] = []
     for path in map(Path, paths):
-        if (path / "config.yaml").exists():
-            found.append(path)
-            continue
-        below = sorted(p.parent for p in path.rglob("config.yaml")) if path.is_dir() else []
-        if not below:
-            raise FileNotFoundError(f"no run directories (with config.yaml) at or below {path}")
-        found.extend(below)
+        found.extend(run_dirs(path))
     return list(dict.fromkeys(found))
 
 

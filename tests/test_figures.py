@@ -204,7 +204,7 @@ def test_accuracy_band_is_mean_plus_minus_std_over_seeds(runs: xr.Dataset) -> No
 def test_saving_writes_every_format_and_the_dataset(runs: xr.Dataset, tmp_path: Path) -> None:
     data = fig_decay.figure_data(runs)
     paths = style.save(fig_decay.make_figure(data), data, tmp_path, "decay")
-    assert sorted(p.suffix for p in paths) == [".nc", ".pdf", ".png", ".svg"]
+    assert sorted(p.suffix for p in paths) == [".md", ".nc", ".pdf", ".png", ".svg"]
     assert all(p.stat().st_size > 0 for p in paths)
     pdf = (tmp_path / "decay.pdf").read_bytes()
     assert b"/FontFile2" in pdf and b"/Type3" not in pdf
@@ -222,4 +222,4 @@ def test_figures_say_what_they_need(runs: xr.Dataset) -> None:
     with pytest.raises(ValueError, match="residual"):
         fig_decay.figure_data(bp)
     no_jacobians = runs.assign(jacobian_alignment=runs["jacobian_alignment"] * np.nan)
-    assert "Jacobians" in str(fig_jacobian.supports(no_jacobians))
+    assert "needs jacobian_alignment" in str(fig_jacobian.supports(no_jacobians))
