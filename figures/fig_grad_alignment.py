@@ -169,7 +169,7 @@ def make_figure(ds: xr.Dataset) -> Figure:
     cell_w, cell_h = style.CELL["layer"]
     n_layers = data.sizes["layer"]
     heat_w = 1.6 + 0.38 * min(n_layers, 24)
-    heat_h = 0.9 + 0.2 * len(_rules(data))
+    heat_h = max(1.9, 0.9 + 0.2 * len(_rules(data)))
     width = max(heat_w + 0.4, len(rules) * cell_w + 2.2)
     rows = [heat_h] + ([cell_h + 0.2] if rules else [])
     with style.style():

@@ -37,9 +37,7 @@ class SmallConvNet(nn.Module):
         return self.head(self.features(x))
 
 
-def own_loop_run(
-    run_dir: Path, rule: str, seed: int, *, steps: int = 12, **options: object
-) -> Path:
+def own_loop_run(run_dir: Path, rule: str, seed: int, *, steps: int = 8, **options: object) -> Path:
     """Train :class:`SmallConvNet` under ``rule`` for ``steps`` SGD steps with coupled weight
     decay on random 8×8 data, recording every step (Jacobians every 4), and log a test accuracy
     twice with ``rec.log``."""
