@@ -113,7 +113,9 @@ def _group_key(run: Path) -> str:
         attrs = open_run(run).attrs
         config = json.loads(attrs.get("config") or "{}")
         tags = json.loads(attrs.get("tags") or "{}")
-    data, model = config.get("data", {}), config.get("model", {})
+    data, model = config.get("data"), config.get("model")
+    data = data if isinstance(data, dict) else {"name": data} if isinstance(data, str) else {}
+    model = model if isinstance(model, dict) else {"name": model} if isinstance(model, str) else {}
     data_name = data.get("name") or tags.get("data") or tags.get("dataset") or "data"
     return f"{data_name}_{model.get('name') or tags.get('model') or 'model'}"
 

@@ -53,7 +53,9 @@ def dataset_names(ds: xr.Dataset) -> list[str]:
         config = configs[i if len(configs) > 1 else 0]
         tag = tags[i if len(tags) > 1 else 0]
         data = config.get("data", {}) if isinstance(config, dict) else {}
-        name = data.get("name") if isinstance(data, dict) else None
+        name = (
+            data.get("name") if isinstance(data, dict) else data if isinstance(data, str) else None
+        )
         if not name and isinstance(tag, dict):
             name = tag.get("data") or tag.get("dataset")
         names.add(str(name or ""))

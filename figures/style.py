@@ -186,8 +186,15 @@ def log_y(ax: Axes) -> Axes:
         low, high = values.min(), values.max()
         nice = [m * 10.0**e for e in range(-12, 13) for m in (1, 2, 5)]
         ticks = [v for v in nice if low * 0.999 <= v <= high * 1.001]
-        if len(ticks) < 2:  # within one 1-2-5 step: the ends, rounded
-            ticks = sorted({float(f"{low:.2g}"), float(f"{high:.2g}")})
+        if len(ticks) < 2:  # within one 1-2-5 step: add the ends, rounded, where not too close
+            for end in (float(f"{low:.2g}"), float(f"{high:.2g}")):
+                if all(abs(np.log(end / tick)) > np.log(1.25) for tick in ticks):
+                    ticks.append(end)
+            ticks = (
+                sorted(ticks)
+                if len(ticks) > 1
+                else sorted({float(f"{low:.2g}"), float(f"{high:.2g}")})
+            )
         ax.yaxis.set_major_locator(FixedLocator(ticks))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.yaxis.set_minor_locator(NullLocator())
