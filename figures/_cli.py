@@ -59,7 +59,8 @@ def run_figure(
         ds = open_runs(find_runs(args.runs))
         data = figure_data(ds)
     except (FileNotFoundError, ValueError) as error:
-        print(f"{name}: error: {error}", file=sys.stderr)
+        message = str(error).removeprefix(f"{name}: ")
+        print(f"{name}: error: {message}", file=sys.stderr)
         return 2
     for path in style.save(make_figure(data), data, args.out, args.stem, formats=args.format):
         print(path)

@@ -63,9 +63,8 @@ def supports(ds: xr.Dataset) -> str | None:
     configs = [run_config_or_none(run) for run in runs]
     if any(config is None for config in configs):
         return (
-            "needs the predicted factor c_t: the records have no feedback_residual_predicted "
-            "(record with this version and Recorder(..., optimizer=opt)) and no trainer config "
-            "to recompute it from"
+            "needs the predicted factor c_t: the records have neither feedback_residual_predicted "
+            "(the Recorder's c_t from the optimizer) nor a trainer config to recompute it from"
         )
     return None
 

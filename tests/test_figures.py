@@ -320,9 +320,8 @@ def test_decay_uses_the_recorded_prediction_without_a_config() -> None:
     assert_tidy(fig_decay.make_figure(data))
     without = own.drop_vars("feedback_residual_predicted")
     assert fig_decay.supports(without) == (
-        "needs the predicted factor c_t: the records have no feedback_residual_predicted "
-        "(record with this version and Recorder(..., optimizer=opt)) and no trainer config to "
-        "recompute it from"
+        "needs the predicted factor c_t: the records have neither feedback_residual_predicted "
+        "(the Recorder's c_t from the optimizer) nor a trainer config to recompute it from"
     )
     nan = own.assign(feedback_residual_predicted=own["feedback_residual_predicted"] * np.nan)
     assert "NaN in every run" in str(fig_decay.supports(nan))

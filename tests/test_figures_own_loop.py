@@ -73,7 +73,7 @@ def test_figures_command_on_own_loop_runs(
     decay_recorded = "feedback_residual_predicted" in runs
     assert ("built   fig_decay" in out) == decay_recorded, out
     if not decay_recorded:
-        assert "no trainer config" in str(fig_decay.supports(runs))
+        assert "nor a trainer config" in str(fig_decay.supports(runs))
     with xr.open_dataset(tmp_path / "fig_training.nc") as data:
         assert data.attrs["x"] == "step"  # no epochs: a step axis
         assert data.attrs["accuracy"] == "test_accuracy"  # logged with rec.log
