@@ -22,6 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from analyses._common import select_variables
 from analyses.jacobians import (
@@ -112,7 +113,8 @@ def caption(data: xr.Dataset) -> str:
         f"{data.attrs.get('seeds', '1')} seed(s) per rule, layers kept apart. (a) angle between "
         "the true Jacobian of the logits w.r.t. the layer's output and the feedback Jacobian "
         "the rule uses; (b) angle between the error δ the rule delivers to the layer and BP's. "
-        "Boxes: median and quartiles over samples and seeds, whiskers 1.5 IQR, points outliers. "
+        "Boxes: median and quartiles over samples and seeds, whiskers 1.5 IQR; dots: every "
+        "sample. "
         "(c) singular values of the true (solid) and feedback (dashed) Jacobians, mean over "
         "probe samples and seeds. BP is 0° by definition and not drawn"
     )
@@ -151,6 +153,7 @@ def panel_spectrum(ds: xr.Dataset, ax: Axes, *, rule: str) -> Axes:
         ax.plot(data["sv"], true.where(true > 0), color=color, linewidth=0.8)
         ax.plot(data["sv"], fb.where(fb > 0), color=color, linewidth=0.8, linestyle="--")
     style.log_y(ax)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
     ax.set_title(rule_label(rule), color=style.rule_color(rule))
     style.label_axes(ax, x=data["sv"], y={"long_name": "singular value", "units": "1"})
     return ax

@@ -43,7 +43,8 @@ def panel_boxes(
     layers: Sequence[str],
 ) -> Axes:
     """Box plots of ``data[name]`` over samples and seeds: x = layer, hue = rule (its colour),
-    whiskers at 1.5 IQR, outliers as small points; the y-axis ends just above the largest value."""
+    whiskers at 1.5 IQR, every sample as a small dot on top (so that a rule whose angles are all
+    ≈ 0°, PFA-o's, still shows); the y-axis ends just above the largest value."""
     da = data[name]
     frame = long_table(da, rules, layers)
     labels = [rule_label(r) for r in rules]
@@ -54,7 +55,8 @@ def panel_boxes(
         _boxplot(frame, ax, layers, labels, rules)
     ax.set_xticks(range(len(layers)), layer_ticks(data, layers))
     top = float(np.nanmax(frame["value"].to_numpy())) if len(frame) else 90.0
-    ax.set_ylim(0.0, min(180.0, max(10.0, np.ceil(1.08 * top / 10.0) * 10.0)))
+    high = min(180.0, max(10.0, np.ceil(1.08 * top / 10.0) * 10.0))
+    ax.set_ylim(-0.03 * high, high)
     named = style.names_layers(data["layer"].values)
     style.label_axes(
         ax,
@@ -81,8 +83,25 @@ def _boxplot(
         palette={rule_label(r): style.rule_color(r) for r in rules},
         ax=ax,
         linewidth=0.6,
-        fliersize=1.0,
+        fliersize=0.0,
         width=0.8,
         saturation=1.0,
         legend=False,
+    )
+    sns.stripplot(
+        frame,
+        x="layer",
+        y="value",
+        hue="rule",
+        order=list(layers),
+        hue_order=labels,
+        palette={rule_label(r): style.rule_color(r) for r in rules},
+        ax=ax,
+        dodge=True,
+        size=1.6,
+        jitter=0.25,
+        edgecolor="0.15",
+        linewidth=0.3,
+        legend=False,
+        zorder=3,
     )

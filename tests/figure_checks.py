@@ -160,9 +160,16 @@ def _drawn_faces(ax: Axes) -> list[tuple[float, ...]]:
     renderer = ax.figure.canvas.get_renderer()
     artists = [a for a in [*ax.patches, *ax.collections] if _visible_alpha(a)]
     for i, artist in enumerate(artists):
-        box = artist.get_window_extent(renderer)
-        if box.width <= 0 and box.height <= 0:
-            continue
+        if isinstance(artist, Patch):
+            box = artist.get_window_extent(renderer).intersection(
+                artist.get_window_extent(renderer), ax.get_window_extent(renderer)
+            )
+            if box is None or box.width < 0.5 or box.height < 0.5:  # flat: a line at best
+                continue
+        elif isinstance(artist, Collection):
+            offsets = np.asarray(artist.get_offsets(), dtype=float).reshape(-1, 2)
+            if offsets.size and not _in_view(ax, offsets[:, 0], offsets[:, 1]).any():
+                continue
         colors = _patch_colors(artist)
         outline = _vertices(artist)
         if outline is not None and any(

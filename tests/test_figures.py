@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import xarray as xr
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from alignment.recording.open import netcdf_engine
 from analyses import combine, expansion_study
@@ -208,6 +209,12 @@ def test_the_legend_check_catches_hidden_entries() -> None:
     ax.stairs([0.2, 0.5], [0, 1, 2], color="C5", label="PFA-o")  # the same histogram twice
     ax.stairs([0.2, 0.5], [0, 1, 2], color="C6", label="KP")
     ax.legend()
+    with pytest.raises(AssertionError, match="'PFA-o' is not visible"):
+        assert_legends_visible(fig)
+    fig = style.new_figure(3, 2)  # a box of zero height (all angles 0°) is a flat line at best
+    ax = fig.subplots()
+    ax.bar([0, 1], [0.0, 2.0], bottom=[0.0, 1.0], color=["C5", "C3"])
+    ax.legend([Patch(facecolor="C5"), Patch(facecolor="C3")], ["PFA-o", "PFA"])
     with pytest.raises(AssertionError, match="'PFA-o' is not visible"):
         assert_legends_visible(fig)
     fig = style.new_figure(3, 2)
