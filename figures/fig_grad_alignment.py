@@ -22,6 +22,7 @@ from matplotlib.ticker import MaxNLocator
 
 from analyses._common import label_step_coords, select_variables
 from analyses.gradients import grad_alignment_by_depth
+from analyses.jacobians import informative_layers
 from analyses.rules import rule_label
 from analyses.runs import collapse_options
 from analyses.trajectories import per_epoch, with_depth
@@ -54,7 +55,8 @@ def figure_data(ds: xr.Dataset, *, window: int = 1, ddof: int = 1) -> xr.Dataset
     source = collapse_options(
         dense_runs(select_variables(ds, ["grad_alignment", "grad_norm", "grad_bp_norm"]))
     )
-    final = grad_alignment_by_depth(source, window=window, ddof=ddof)["grad_alignment"]
+    by_depth = grad_alignment_by_depth(source, window=window, ddof=ddof)
+    final = by_depth["grad_alignment"]
     final.attrs = {
         **final.attrs,
         "description": "At the end of training: " + final.attrs["description"],
@@ -63,6 +65,8 @@ def figure_data(ds: xr.Dataset, *, window: int = 1, ddof: int = 1) -> xr.Dataset
     series = source["grad_alignment"]
     series = per_epoch(series) if x == "epoch" else series
     out = label_step_coords(xr.Dataset({"final_grad_alignment": final, "grad_alignment": series}))
+    if "update_norm_ratio" in by_depth:
+        out["final_update_norm_ratio"] = by_depth["update_norm_ratio"]
     out.attrs = {"figure": DATA, "x": x, "seeds": seed_count(source)}
     out = layer_coords(source, with_depth(out)).compute()  # lazy runs are read here, reduced
     out.attrs["caption"] = caption(out)
@@ -72,13 +76,25 @@ def figure_data(ds: xr.Dataset, *, window: int = 1, ddof: int = 1) -> xr.Dataset
 def caption(data: xr.Dataset) -> str:
     """What the figure shows, from its Dataset."""
     x = data.attrs.get("x", "epoch")
+    hidden = [str(la) for la in data["layer"].values if str(la) not in shown_layers(data)]
     return (
         "Angle between each rule's weight update and the true BP gradient (same weights, same "
         f"batch), {data.attrs.get('seeds', '1')} seed(s) per rule. (a) at the last record, mean "
-        "over seeds, per rule and layer. (b) vs "
-        f"{'epoch (first record of each)' if x == 'epoch' else 'training step'}, one line per "
+        "over seeds, per rule and layer; "
+        + (
+            "(b) the norm of the rule's update over the BP gradient's, same records (1: the "
+            "same step size). (c) vs "
+            if "final_update_norm_ratio" in data
+            else "(b) vs "
+        )
+        + f"{'epoch (first record of each)' if x == 'epoch' else 'training step'}, one line per "
         "layer: mean over seeds, band = ±1 standard deviation over seeds (none for a single "
         "seed); BP is 0° by definition and not drawn."
+        + (
+            f" Layers {', '.join(hidden)} read 0° under every rule and are left out."
+            if hidden
+            else ""
+        )
     )
 
 
@@ -86,27 +102,36 @@ def _prepared(ds: xr.Dataset) -> xr.Dataset:
     return ds if ds.attrs.get("figure") == DATA else figure_data(ds)
 
 
+def shown_layers(data: xr.Dataset) -> list[str]:
+    """Layers whose gradient alignment carries information: not 0° for every rule (the output
+    layer receives the exact error under every rule here)."""
+    return informative_layers(data["final_grad_alignment"].sel(stat="mean"), tolerance=0.01)
+
+
 def _rules(data: xr.Dataset) -> list[str]:
     mean = data["final_grad_alignment"].sel(stat="mean")
     return [str(r) for r in data["rule"].values if np.isfinite(mean.sel(rule=r).values).any()]
 
 
-def panel_heatmap(ds: xr.Dataset, ax: Axes, *, colorbar: bool = True) -> Axes:
-    """(a) Final gradient alignment, rule × layer heatmap (mean over seeds, annotated)."""
+def panel_heatmap(
+    ds: xr.Dataset, ax: Axes, *, variable: str = "final_grad_alignment", colorbar: bool = True
+) -> Axes:
+    """(a) Final gradient alignment (or (b), ``variable="final_update_norm_ratio"``: the update's
+    norm over the BP gradient's, centred at 1), rule × layer heatmap, mean over seeds, annotated."""
     data = _prepared(ds)
     rules = _rules(data)
-    mean = data["final_grad_alignment"].sel(stat="mean", rule=rules)
-    layers = [str(la) for la in data["layer"].values]
+    layers = shown_layers(data)
+    mean = data[variable].sel(stat="mean", rule=rules, layer=layers)
     values = mean.transpose("rule", "layer").values
     top = float(np.nanmax(values)) if np.isfinite(values).any() else 90.0
+    if variable == "final_grad_alignment":
+        scale = {"vmin": 0.0, "vmax": max(90.0, top), "cmap": HEATMAP, "fmt": ".0f"}
+    else:
+        scale = {"vmin": 0.0, "vmax": 2.0, "center": 1.0, "cmap": "vlag", "fmt": ".2f"}
     sns.heatmap(
         values,
         ax=ax,
-        vmin=0.0,
-        vmax=max(90.0, top),
-        cmap=HEATMAP,
         annot=len(layers) <= 12,
-        fmt=".0f",
         annot_kws={"fontsize": style.FONT_SIZE - 2},
         linewidths=0.4,
         linecolor="white",
@@ -114,6 +139,7 @@ def panel_heatmap(ds: xr.Dataset, ax: Axes, *, colorbar: bool = True) -> Axes:
         cbar_kws={"label": style.axis_label(mean), "shrink": 0.9},
         xticklabels=layer_ticks(data, layers),
         yticklabels=[rule_label(r) for r in rules],
+        **scale,
     )
     ax.tick_params(axis="y", labelrotation=0)
     if style.names_layers(layers) and max(len(la) for la in layers) > 5:
@@ -131,7 +157,7 @@ def panel_trajectory(ds: xr.Dataset, ax: Axes, *, rule: str) -> Axes:
     ± sd over seeds (seaborn ``lineplot`` on the long table)."""
     data = _prepared(ds)
     x = str(data.attrs.get("x", "epoch"))
-    da = data["grad_alignment"].sel(rule=rule)
+    da = data["grad_alignment"].sel(rule=rule, layer=shown_layers(data))
     frame = da.rename("value").to_dataframe().reset_index()
     frame = frame[np.isfinite(frame["value"])]
     palette = {
@@ -154,9 +180,10 @@ def panel_trajectory(ds: xr.Dataset, ax: Axes, *, rule: str) -> Axes:
     )
     ax.set_title(rule_label(rule), color=style.rule_color(rule))
     top = float(np.nanmax(frame["value"])) if len(frame) else 90.0
-    ax.set_ylim(-5.0, max(95.0, top + 5.0))
-    if top <= 90:
-        ax.set_yticks([0, 45, 90])
+    high = max(95.0, top + 5.0)
+    ax.set_ylim(-5.0, high)
+    ax.set_yticks([tick for tick in (0, 45, 90, 135, 180) if tick <= high])
+    ax.set_xlim(float(data[x].min()), float(data[x].max()))
     ax.xaxis.set_major_locator(MaxNLocator(nbins=3, integer=True))
     style.label_axes(ax, x=data[x], y=da)
     return ax
@@ -167,23 +194,28 @@ def make_figure(ds: xr.Dataset) -> Figure:
     data = _prepared(ds)
     rules = [r for r in _rules(data) if r != "bp"]
     cell_w, cell_h = style.CELL["layer"]
-    n_layers = data.sizes["layer"]
+    n_layers = len(shown_layers(data))
     heat_w = 1.6 + 0.38 * min(n_layers, 24)
     heat_h = max(1.9, 0.9 + 0.2 * len(_rules(data)))
-    width = max(heat_w + 0.4, len(rules) * cell_w + 2.2)
+    width = max(2 * heat_w + 0.4, len(rules) * cell_w + 2.2)
     rows = [heat_h] + ([cell_h + 0.2] if rules else [])
     with style.style():
         fig = style.new_figure(width, sum(rows))
         parts = fig.subfigures(len(rows), 1, height_ratios=rows, squeeze=False)[:, 0]
-        left, _ = parts[0].subfigures(1, 2, width_ratios=[heat_w, max(width - heat_w, 0.01)])
+        ratio = "final_update_norm_ratio" in data
+        left, right = parts[0].subfigures(1, 2, width_ratios=[heat_w, max(width - heat_w, 0.01)])
         panel_heatmap(data, left.subplots())
-        style.panel_letter(left, "a", "end of training, mean over seeds")
+        style.panel_letter(left, "a", "gradient alignment, end of training")
+        if ratio:
+            inner, _ = right.subfigures(1, 2, width_ratios=[heat_w, max(width - 2 * heat_w, 0.01)])
+            panel_heatmap(data, inner.subplots(), variable="final_update_norm_ratio")
+            style.panel_letter(inner, "b", "update norm / BP gradient norm")
         if rules:
             axes = parts[1].subplots(1, len(rules), squeeze=False)[0]
             for rule, ax in zip(rules, axes, strict=True):
                 panel_trajectory(data, ax, rule=rule)
-            style.layer_key(parts[1], list(axes), data)
-            style.panel_letter(parts[1], "b", "mean ± sd over seeds")
+            style.layer_key(parts[1], list(axes), data, layers=shown_layers(data))
+            style.panel_letter(parts[1], "c" if ratio else "b", "mean ± sd over seeds")
     return fig
 
 

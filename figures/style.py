@@ -227,12 +227,19 @@ def layer_label(data: xr.Dataset, layer: Any) -> str:
 
 
 def layer_key(
-    fig: Figure | SubFigure, axes: Sequence[Axes] | Axes, data: xr.Dataset, *, shrink: float = 0.9
+    fig: Figure | SubFigure,
+    axes: Sequence[Axes] | Axes,
+    data: xr.Dataset,
+    *,
+    shrink: float = 0.9,
+    layers: Sequence[Any] | None = None,
 ) -> Any:
-    """What the depth colours mean: a legend of layer names for small nets, else a depth colour
-    bar (0 = first layer, 1 = classifier), beside ``axes``."""
-    layers = list(data["layer"].values)
-    if not names_layers(layers):
+    """What the depth colours mean: a legend of the layers drawn (default: all) for small nets,
+    else a depth colour bar (0 = first layer, 1 = classifier), beside ``axes``."""
+    if not names_layers(list(data["layer"].values)):
+        return depth_colorbar(fig, axes, shrink=shrink)
+    layers = list(data["layer"].values) if layers is None else list(layers)
+    if not layers:
         return depth_colorbar(fig, axes, shrink=shrink)
     handles = [
         Line2D([], [], color=depth_color(float(data["depth"].sel(layer=layer))), linewidth=1.5)
