@@ -86,6 +86,23 @@ def _overhead(ds: xr.Dataset) -> str | None:
     )
 
 
+def _describe_layer(ds: xr.Dataset, i: int, name: str) -> str:
+    """``name`` with its type and shape where the record describes its layers, e.g.
+    ``0 Conv2d 1→8 3×3`` or ``fc1 Linear 784→512``."""
+    coords = ds["layer"].coords
+    if "layer_type" not in coords:
+        return name
+    parts = [name, str(coords["layer_type"].values[i])]
+    if "layer_fan_in" in coords and "layer_fan_out" in coords:
+        parts.append(
+            f"{int(coords['layer_fan_in'].values[i])}→{int(coords['layer_fan_out'].values[i])}"
+        )
+    kernel = str(coords["layer_kernel_size"].values[i]) if "layer_kernel_size" in coords else ""
+    if kernel:
+        parts.append(kernel)
+    return " ".join(parts)
+
+
 def summarize(ds: xr.Dataset, title: str = "", state: State | None = None) -> str:
     """Run state and last recorded step, test accuracy (final and best, in %; for a run that is
     not finished, its last recorded value), the recording time, and each layer's last feedback
@@ -101,14 +118,19 @@ def summarize(ds: xr.Dataset, title: str = "", state: State | None = None) -> st
     for line in (_accuracy(ds, state), _overhead(ds)):
         if line:
             lines.append(f"  {line}")
-    columns = [name for name in ("feedback_alignment", "grad_alignment") if name in ds]
+    headers = {
+        "feedback_alignment": "feedback_alignment (°)",
+        "feedback_alignment_predicted": "predicted (°)",
+        "grad_alignment": "grad_alignment (°)",
+    }
+    columns = [name for name in headers if name in ds]
     if "layer" in ds.dims and columns:
         finals = {name: _last_finite(ds[name]) for name in columns}
-        header = f"  {'layer':<28}" + "".join(f"{name + ' (°)':>24}" for name in columns)
+        header = f"  {'layer':<28}" + "".join(f"{headers[name]:>24}" for name in columns)
         lines.append(header)
         for i, layer in enumerate(ds["layer"].values):
             cells = "".join(f"{finals[name][i]:>24.2f}" for name in columns)
-            lines.append(f"  {layer!s:<28}{cells}")
+            lines.append(f"  {_describe_layer(ds, i, str(layer)):<28}{cells}")
     return "\n".join(lines)
 
 

@@ -58,8 +58,13 @@ def test_default_schedule_records_a_short_run_densely_and_its_final_weights(tmp_
             fit(model, rec, loader(126), opt)
     ds = alignment.open_run(tmp_path)
     steps = ds["step"].values.tolist()
-    assert steps == [0, 1, 2, 3, 4, 6, 10, 16, 25, 40, 63, 100, 126]
+    assert steps == [0, 1, 2, 3, 4, 6, 10, 16, 25, 30, 40, 63, 95, 100, 126]
     assert repr(rec.schedule) == "log_spaced(per_decade=5) | every(200)"
+    # the probe schedule: 0, 30, 95 and the final weights hold the per-sample probe quantities
+    probed = ds["delta_alignment"].notnull().any(["layer", "sample"])
+    assert ds["step"].values[probed.values].tolist() == [0, 30, 95, 126]
+    assert ds["jacobian_alignment"].notnull().any(["layer", "sample"]).equals(probed)
+    assert ds["delta_alignment"].attrs["schedule"] == "probe"
     # step 126 is the weights after the last update, with Jacobians (always at the final record)
     final = ds.sel(step=126)
     layer = model[3]

@@ -342,5 +342,6 @@ def test_recorder_state_round_trip_is_small(tmp_path) -> None:
     with alignment.Recorder(model, tmp_path, probe=data, schedule=schedules.always) as rec:
         rec.step(*data, epoch=2)
         state = rec.state_dict()
-    assert state == {"step": 1, "epoch": 2, "last_recorded": 0}
+    decay = {"c": 1.0, "buf": None, "started": True, "valid": False}  # FA: no residual
+    assert state == {"step": 1, "epoch": 2, "last_recorded": 0, "residual_decay": decay}
     copy.deepcopy(state)
