@@ -15,6 +15,7 @@ The title is the data set the records name (a trainer config's ``data.name`` or 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from analyses._common import label_step_coords, labelled, select_variables
+from analyses._common import label_step_coords, labelled, run_dims, select_variables
 from analyses.rules import alignment_kind, rule_label
 from analyses.runs import as_combined, collapse_options, seed_statistics
 from analyses.trajectories import per_epoch, with_depth
@@ -72,7 +73,11 @@ def dense_runs(ds: xr.Dataset) -> xr.Dataset:
     if not keep:
         raise ValueError("no dense runs (density 1) among the given runs")
     out = ds.isel(density=keep)
-    return out.squeeze("density", drop=True) if out.sizes["density"] == 1 else out
+    if out.sizes["density"] > 1:
+        return out
+    out = out.squeeze("density", drop=True)
+    out.attrs["run_dims"] = json.dumps([d for d in run_dims(ds) if d != "density"])
+    return out
 
 
 def datasets_of(ds: xr.Dataset) -> list[str]:

@@ -341,3 +341,12 @@ def test_log_axis_ticks_are_round_numbers(runs: xr.Dataset) -> None:
     ax.plot([0, 1, 2], [1.0, 0.38, 0.14])
     style.log_y(ax)
     assert list(ax.get_yticks()) == [0.2, 0.5, 1.0]
+
+
+def test_runs_that_all_have_full_feedback() -> None:
+    """FA and PFA runs, every one with density 1 (no BP, whose density is NaN): the grid's
+    density dim has one value, which the figures drop."""
+    runs = synthetic_runs(("fa", "pfa"), (0, 1))
+    for module in (fig2_mnist, fig_grad_alignment, fig_jacobian, fig_decay):
+        assert module.supports(runs) is None, module.NAME
+        assert_tidy(module.make_figure(module.figure_data(runs)))
