@@ -19,6 +19,7 @@ import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from analyses._common import select_variables
 from analyses.decay import PREDICTED, decay_alignment, run_config
@@ -152,6 +153,7 @@ def panel_decay(ds: xr.Dataset, ax: Axes, *, rule: str) -> Axes:
         series = ratio.sel(layer=layer)
         ax.plot(ratio["step"], series, "o", color=color, markersize=2.0, alpha=0.8, zorder=2)
     style.log_y(ax)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
     ax.set_title(rule_label(rule), color=style.rule_color(rule))
     style.label_axes(ax, x=data["step"], y=data["residual_ratio"])
     return ax
@@ -168,6 +170,7 @@ def panel_deviation(ds: xr.Dataset, ax: Axes, *, rule: str) -> Axes:
         ax.plot(error["step"], series, "o-", color=color, markersize=2.0, linewidth=0.6)
     if positive.notnull().any():
         style.log_y(ax)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
     style.label_axes(ax, x=data["step"], y=data["relative_error"])
     return ax
 
@@ -178,7 +181,8 @@ def make_figure(ds: xr.Dataset) -> Figure:
     rules = [str(r) for r in data["rule"].values]
     cell_w, cell_h = style.CELL["expansion"]
     with style.style():
-        fig = style.new_figure(len(rules) * cell_w + 0.8, 2 * cell_h + 0.3)
+        key = 2.6 if style.names_layers(data["layer"].values) else 0.8  # layer legend or bar
+        fig = style.new_figure(max(len(rules) * cell_w + key, 4.6), 2 * cell_h + 0.3)
         axes = fig.subplots(2, len(rules), squeeze=False)
         for rule, top, bottom in zip(rules, axes[0], axes[1], strict=True):
             panel_decay(data, top, rule=rule)

@@ -27,7 +27,7 @@ def _ticklabels(ax: Axes) -> list[Text]:
     out = []
     for axis, lim in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
         low, high = sorted(lim)
-        pad = 1e-9 * max(abs(low), abs(high), 1.0)
+        pad = 1e-9 * max(abs(low), abs(high), 1e-300)  # relative: log axes reach 1e-10
         for loc, label in zip(axis.get_majorticklocs(), axis.get_majorticklabels(), strict=False):
             if label.get_visible() and label.get_text() and low - pad <= loc <= high + pad:
                 out.append(label)
