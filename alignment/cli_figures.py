@@ -2,7 +2,9 @@
 paper's figures.
 
 * ``alignment figures RUNS… --out DIR [--format pdf,png,svg]`` builds every figure the runs
-  support (runs are grouped by data set and model) and says which it skipped and why.
+  support (runs are grouped by data set and model; own-loop runs without ``config.yaml`` work)
+  and says, in one line each, which it skipped and why. Each figure comes with its caption
+  (``.md``, and attr ``caption`` of its ``.nc``).
 * ``alignment reproduce {mnist,cifar10,imagenet,sparse,expansion,all}`` trains what the
   experiment needs with the bundled paper configs (finished runs are skipped, interrupted ones
   resumed) into ``OUT/runs/<config name>/seed<N>``, then builds its figures into
@@ -95,16 +97,34 @@ def add_commands(subparsers: Any) -> None:
 
 
 # ------------------------------------------------------------------------------ figures
-def _group_runs(run_dirs: Sequence[Path]) -> dict[str, list[Path]]:
-    """Runs grouped by '<data set>_<model>' (their config.yaml); one figure set per group."""
+def _group_key(run: Path) -> str:
+    """'<data set>_<model>' of a run: from its config.yaml (trainer runs), else from its
+    record's attrs (a trainer config, or a tag ``data``/``model`` of an own-loop run)."""
+    import json
+
     import yaml
 
+    if (run / "config.yaml").exists():
+        config = yaml.safe_load((run / "config.yaml").read_text()) or {}
+        tags: dict = {}
+    else:
+        from alignment.recording import open_run
+
+        attrs = open_run(run).attrs
+        config = json.loads(attrs.get("config") or "{}")
+        tags = json.loads(attrs.get("tags") or "{}")
+    data, model = config.get("data"), config.get("model")
+    data = data if isinstance(data, dict) else {"name": data} if isinstance(data, str) else {}
+    model = model if isinstance(model, dict) else {"name": model} if isinstance(model, str) else {}
+    data_name = data.get("name") or tags.get("data") or tags.get("dataset") or "data"
+    return f"{data_name}_{model.get('name') or tags.get('model') or 'model'}"
+
+
+def _group_runs(run_dirs: Sequence[Path]) -> dict[str, list[Path]]:
+    """Runs grouped by '<data set>_<model>'; one figure set per group."""
     groups: dict[str, list[Path]] = {}
     for run in run_dirs:
-        config = yaml.safe_load((run / "config.yaml").read_text()) or {}
-        data, model = config.get("data", {}), config.get("model", {})
-        key = f"{data.get('name', 'data')}_{model.get('name', 'model')}"
-        groups.setdefault(key, []).append(run)
+        groups.setdefault(_group_key(run), []).append(run)
     return groups
 
 
@@ -147,7 +167,7 @@ def build_from_runs(
 def _figures_command(args: argparse.Namespace) -> int:
     from figures._cli import find_runs
 
-    run_dirs = find_runs(args.runs)
+    run_dirs = find_runs(args.runs)  # record.zarr (any Recorder run) or config.yaml
     built = build_from_runs(run_dirs, Path(args.out), args.format)
     return 0 if built else 1
 

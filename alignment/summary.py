@@ -73,17 +73,43 @@ def _accuracy(ds: xr.Dataset, state: State | None) -> str | None:
 
 
 def _overhead(ds: xr.Dataset) -> str | None:
-    """The recording time (variable ``record_seconds``, where the recorder stores it)."""
+    """The recording time (variable ``record_seconds``) and, where the record has the run's
+    wall-clock time (``elapsed_seconds``), the overhead: recording time over the rest of the
+    run's time (training, evaluation, writing) up to the last record."""
     if "record_seconds" not in ds:
         return None
     seconds = np.asarray(ds["record_seconds"].values, dtype=float)
     seconds = seconds[np.isfinite(seconds)]
     if not seconds.size:
         return None
-    return (
+    line = (
         f"recording: {seconds.sum():.2f} s over {seconds.size} records "
         f"({1000 * seconds.mean():.1f} ms per record)"
     )
+    if "elapsed_seconds" in ds:
+        elapsed = np.asarray(ds["elapsed_seconds"].values, dtype=float)
+        elapsed = elapsed[np.isfinite(elapsed)]
+        rest = elapsed.max() - seconds.sum() if elapsed.size else 0.0
+        if rest > 0:
+            line += f", {100 * seconds.sum() / rest:.0f} % overhead over {rest:.1f} s of the run"
+    return line
+
+
+def _describe_layer(ds: xr.Dataset, i: int, name: str) -> str:
+    """``name`` with its type and shape where the record describes its layers, e.g.
+    ``0 Conv2d 1→8 3×3`` or ``fc1 Linear 784→512``."""
+    coords = ds["layer"].coords
+    if "layer_type" not in coords:
+        return name
+    parts = [name, str(coords["layer_type"].values[i])]
+    if "layer_fan_in" in coords and "layer_fan_out" in coords:
+        parts.append(
+            f"{int(coords['layer_fan_in'].values[i])}→{int(coords['layer_fan_out'].values[i])}"
+        )
+    kernel = str(coords["layer_kernel_size"].values[i]) if "layer_kernel_size" in coords else ""
+    if kernel:
+        parts.append(kernel)
+    return " ".join(parts)
 
 
 def summarize(ds: xr.Dataset, title: str = "", state: State | None = None) -> str:
@@ -101,14 +127,19 @@ def summarize(ds: xr.Dataset, title: str = "", state: State | None = None) -> st
     for line in (_accuracy(ds, state), _overhead(ds)):
         if line:
             lines.append(f"  {line}")
-    columns = [name for name in ("feedback_alignment", "grad_alignment") if name in ds]
+    headers = {
+        "feedback_alignment": "feedback_alignment (°)",
+        "feedback_alignment_predicted": "predicted (°)",
+        "grad_alignment": "grad_alignment (°)",
+    }
+    columns = [name for name in headers if name in ds]
     if "layer" in ds.dims and columns:
         finals = {name: _last_finite(ds[name]) for name in columns}
-        header = f"  {'layer':<28}" + "".join(f"{name + ' (°)':>24}" for name in columns)
+        header = f"  {'layer':<28}" + "".join(f"{headers[name]:>24}" for name in columns)
         lines.append(header)
         for i, layer in enumerate(ds["layer"].values):
             cells = "".join(f"{finals[name][i]:>24.2f}" for name in columns)
-            lines.append(f"  {layer!s:<28}{cells}")
+            lines.append(f"  {_describe_layer(ds, i, str(layer)):<28}{cells}")
     return "\n".join(lines)
 
 

@@ -374,6 +374,33 @@ def decay_factors(
     return c
 
 
+def decay_step(
+    c: float,
+    buf: float | None,
+    lr: float,
+    weight_decay: float,
+    momentum: float = 0.0,
+    *,
+    dampening: float = 0.0,
+    nesterov: bool = False,
+) -> tuple[float, float | None]:
+    """One update of :func:`decay_factors`' recursion: ``(c_{t+1}, b_{t+1})`` from ``(c_t, b_t)``.
+
+    ``buf`` is the momentum buffer's factor (``None`` before the first update with a momentum,
+    as ``torch.optim.SGD`` keeps no buffer until then; it stays ``None`` while ``momentum`` is
+    0). The same floating-point operations in the same order as :func:`decay_factors`, so
+    iterating it gives the same bits; the recorder advances it at every optimizer step with the
+    hyperparameters of that step (``alignment.recording.decay``).
+    """
+    d = weight_decay * c
+    if momentum == 0:
+        step = d
+    else:
+        buf = d if buf is None else momentum * buf + (1.0 - dampening) * d
+        step = d + momentum * buf if nesterov else buf
+    return c - lr * step, buf
+
+
 # --------------------------------------------------------------------------------------------
 # Values at initialisation (spec §3.6)
 # --------------------------------------------------------------------------------------------

@@ -25,13 +25,16 @@ Public API, re-exported one by one:
 * trajectories: :func:`per_epoch`, :func:`alignment_trajectories`, :func:`with_depth`,
   :func:`relative_depth`, :func:`last_finite`;
 * Fig. 3: :func:`expansion_study`, :func:`expansion_summary`, :data:`PAPER_K`;
-* weight decay (spec §3.1): :func:`step_schedules`, :func:`predicted_decay`,
+* weight decay (arXiv 2405.20594, §3.1): :func:`step_schedules`, :func:`predicted_decay`,
   :func:`decay_alignment`, :func:`run_config`, :func:`steps_per_epoch`;
 * beyond the paper: :func:`grad_alignment_by_depth`, :func:`update_norm_ratio`,
   :func:`jacobian_alignment_distribution`, :func:`singular_value_spectra`,
-  :func:`jacobian_steps`, :func:`linear_cka`, :func:`cka_matrix`, :func:`trajectory_pca`;
-* rules: :data:`RULE_ORDER`, :func:`rule_label`, :func:`alignment_kind`, :func:`order_rules`,
-  :func:`sorted_rules`.
+  :func:`jacobian_steps`, :func:`final_per_sample` (per-sample quantities at each run's end,
+  layers kept apart), :func:`informative_layers`, :func:`linear_cka`, :func:`cka_matrix`,
+  :func:`trajectory_pca`;
+* rules (read from the rule classes' ``label``, ``color``, ``alignment_kind``):
+  :data:`RULE_ORDER`, :func:`rule_label`, :func:`rule_color`, :func:`alignment_kind`,
+  :func:`order_rules`, :func:`sorted_rules`.
 
 Model-touching code (representations of the probe batch) lives apart, in
 :mod:`analyses.representations`, and is not imported here (it needs torch models).
@@ -50,12 +53,21 @@ from analyses.decay import (
 from analyses.expansion import PAPER_K, expansion_study, expansion_summary
 from analyses.gradients import grad_alignment_by_depth, update_norm_ratio
 from analyses.jacobians import (
+    final_per_sample,
+    informative_layers,
     jacobian_alignment_distribution,
     jacobian_steps,
     singular_value_spectra,
 )
 from analyses.pca import trajectory_pca
-from analyses.rules import RULE_ORDER, alignment_kind, order_rules, rule_label, sorted_rules
+from analyses.rules import (
+    RULE_ORDER,
+    alignment_kind,
+    order_rules,
+    rule_color,
+    rule_label,
+    sorted_rules,
+)
 from analyses.runs import (
     accuracy_table,
     as_combined,
@@ -83,8 +95,10 @@ __all__ = [
     "decay_alignment",
     "expansion_study",
     "expansion_summary",
+    "final_per_sample",
     "grad_alignment_by_depth",
     "grid",
+    "informative_layers",
     "jacobian_alignment_distribution",
     "jacobian_steps",
     "last_finite",
@@ -93,6 +107,7 @@ __all__ = [
     "per_epoch",
     "predicted_decay",
     "relative_depth",
+    "rule_color",
     "rule_label",
     "run_config",
     "seed_statistics",

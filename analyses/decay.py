@@ -1,13 +1,16 @@
-"""Weight decay aligns the product exactly (spec §3.1): the recorded residual against c_t.
+"""Weight decay aligns the product exactly (arXiv 2405.20594, §3.1): the recorded residual
+against c_t.
 
 For PFA, D = R − BᵀW; for KP, D = B − W. Under ``torch.optim.SGD`` with the same lr, momentum and
 coupled weight decay on both factors, the data terms cancel and D_t = c_t·D_0 with c_t from the
 scalar recursion of :func:`alignment.theory.decay_factors`. The recorder writes ‖D‖ at each
 recorded step *before* that step's update, so the record at step t has seen t updates.
 
-The lr and weight decay of every step are recomputed from the run's own config (attr
-``config``) and its steps per epoch (attr ``steps_per_epoch``, else read off the ``epoch``
-coordinate), exactly as the trainer sets them: lr per epoch, weight decay per step.
+c_t comes from the record itself where the recorder wrote it (``feedback_residual_predicted``,
+computed from the optimizer while the run trained; own-loop runs have it, NaN where the identity
+does not hold). Records without it (older trainer runs) get c_t recomputed from the run's own
+trainer config (attr ``config``) and its steps per epoch (attr ``steps_per_epoch``, else read off
+the ``epoch`` coordinate), exactly as the trainer sets them: lr per epoch, weight decay per step.
 """
 
 from __future__ import annotations
@@ -26,9 +29,14 @@ from analyses.runs import split_runs
 
 def run_config(ds: xr.Dataset) -> Config:
     """The validated config of a single run (attr ``config``)."""
-    data = json.loads(ds.attrs["config"])
+    data = json.loads(ds.attrs.get("config") or "{}")
     if isinstance(data, list):
         raise ValueError("run_config: a combined Dataset has one config per run; use split_runs")
+    if not data or "optim" not in data:
+        raise ValueError(
+            "run_config: the run has no trainer config (attr config is empty: a Recorder run in "
+            "its own loop)"
+        )
     return config_from_dict(data, source="attrs['config']")
 
 
@@ -72,13 +80,26 @@ def _attrs(long_name: str, description: str, units: str = "1") -> dict[str, str]
     return {"long_name": long_name, "units": units, "description": description}
 
 
+PREDICTED = "feedback_residual_predicted"
+
+
+def recorded_prediction(run: xr.Dataset) -> bool:
+    """True if the run recorded c_t itself (finite ``feedback_residual_predicted``)."""
+    return PREDICTED in run and bool(np.isfinite(np.asarray(run[PREDICTED].values)).any())
+
+
 def _predicted(run: xr.Dataset) -> xr.DataArray:
-    """c_t at every recorded step of one run."""
+    """c_t at every recorded step of one run: as recorded, else from its trainer config."""
+    if recorded_prediction(run):
+        c = run[PREDICTED]
+        return xr.DataArray(
+            np.asarray(c.values, dtype=float), dims="step", coords={"step": run["step"].values}
+        )
     config = run_config(run)
     if config.optim.name != "sgd":
         raise ValueError(
             f"decay analysis: the run uses {config.optim.name!r}; the exact decay of R − BᵀW holds "
-            "for SGD with coupled weight decay only (spec §3.1)"
+            "for SGD with coupled weight decay only (arXiv 2405.20594, §3.1)"
         )
     steps = np.asarray(run["step"].values, dtype=int)
     schedules = step_schedules(run, n_steps=int(steps.max()))
@@ -97,15 +118,18 @@ def predicted_decay(ds: xr.Dataset) -> xr.DataArray:
     out.attrs = _attrs(
         "predicted decay factor c_t",
         "Exact factor of D = R − BᵀW (KP: B − W) after t SGD steps with coupled weight decay, "
-        "from the run's lr and weight-decay schedules and momentum (spec §3.1).",
+        "from the run's lr and weight-decay schedules and momentum (arXiv 2405.20594, §3.1).",
     )
     return label_step_coords(out)
 
 
 def _one_run(run: xr.Dataset) -> dict[str, xr.DataArray]:
     residual = run["feedback_residual"]
-    start = int(finite_steps(residual)[0])
     c = _predicted(run)
+    both = np.intersect1d(finite_steps(residual), finite_steps(c))
+    if not len(both):
+        raise ValueError("decay analysis: no recorded step has both the residual and c_t")
+    start = int(both[0])
     c = c / c.sel(step=start)
     ratio = residual / residual.sel(step=start)
     return {"residual_ratio": ratio, "predicted_decay": c, "relative_error": ratio / c - 1.0}
@@ -113,13 +137,13 @@ def _one_run(run: xr.Dataset) -> dict[str, xr.DataArray]:
 
 ATTRS = {
     "residual_ratio": _attrs(
-        "residual ratio ‖D_t‖/‖D_0‖",
+        "‖R − BᵀW‖ / first record",
         "Recorded feedback_residual (PFA: ‖R − BᵀW‖, KP: ‖B − W‖) over its first recorded value.",
     ),
     "predicted_decay": _attrs(
         "predicted decay factor c_t",
-        "c_t from the run's own lr and weight-decay schedules (spec §3.1), over its value at the "
-        "first recorded step.",
+        "c_t as recorded (feedback_residual_predicted) or from the run's own lr and weight-decay "
+        "schedules (arXiv 2405.20594, §3.1), over its value at the first recorded step.",
     ),
     "relative_error": _attrs(
         "relative deviation from c_t",
@@ -138,7 +162,7 @@ def decay_alignment(ds: xr.Dataset) -> xr.Dataset:
     if "feedback_residual" not in ds:
         raise ValueError("decay_alignment: the Dataset has no feedback_residual variable")
     # the residual alone (one number per run, step and layer) is read once, not run by run
-    ds = ds[["feedback_residual"]].compute()
+    ds = ds[[n for n in ("feedback_residual", PREDICTED) if n in ds]].compute()
     template = ds["feedback_residual"]
     lead = [d for d in template.dims if d not in ("step", "layer")]
     shape = {

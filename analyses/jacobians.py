@@ -9,12 +9,13 @@ over the probe batch. Both are recorded on a sparser schedule (NaN at the other 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import numpy as np
 import xarray as xr
 
-from analyses._common import finite_steps, label_attrs, run_dims
+from analyses._common import finite_steps, label_attrs, last_finite, run_dims
 from analyses.runs import as_combined, is_stacked
 from analyses.trajectories import with_depth
 
@@ -118,7 +119,7 @@ def singular_value_spectra(ds: xr.Dataset, *, step: int | None = None) -> xr.Dat
     for name in ("jacobian_sv_true", "jacobian_sv_fb"):
         da = ds[name].sel(step=step, drop=True)
         out[name] = da.mean("seed", keep_attrs=True) if "seed" in da.dims else da
-    ratio = out["jacobian_sv_fb"] / out["jacobian_sv_true"]
+    ratio = out["jacobian_sv_fb"] / out["jacobian_sv_true"].where(out["jacobian_sv_true"] > 0)
     ratio.attrs = {
         "long_name": "singular value ratio fb/true",
         "units": "1",
@@ -135,3 +136,51 @@ def singular_value_spectra(ds: xr.Dataset, *, step: int | None = None) -> xr.Dat
         "run_dims": ds.attrs.get("run_dims", "[]") if run_dims(ds) else "[]",
     }
     return with_depth(result)
+
+
+PER_SAMPLE = ("jacobian_alignment", "delta_alignment")
+
+
+def final_per_sample(
+    ds: xr.Dataset, *, variables: Sequence[str] = PER_SAMPLE, step: int | None = None
+) -> xr.Dataset:
+    """Per-sample quantities of every run at its last record that has them (or at ``step``),
+    layers kept apart: dims (rule, seed[, options], layer, sample). Each variable is taken at its
+    own last finite record (Jacobians and δ may be recorded on different schedules); attr
+    ``steps`` (JSON) says which step each variable comes from (the latest over runs)."""
+    ds = as_combined(ds) if is_stacked(ds) else ds
+    names = [n for n in variables if n in ds and bool(ds[n].notnull().any())]
+    if not names:
+        raise ValueError(f"final_per_sample: the runs record none of {', '.join(variables)}")
+    out = {}
+    steps = {}
+    for name in names:
+        da = ds[name]
+        if step is not None:
+            if step not in finite_steps(da):
+                raise ValueError(f"no {name} recorded at step {step}")
+            picked = da.sel(step=step, drop=True)
+            steps[name] = int(step)
+        else:
+            picked = last_finite(da, "step")
+            steps[name] = int(finite_steps(da)[-1])
+        out[name] = picked.assign_attrs(label_attrs(da.attrs))
+    result = xr.Dataset(out)
+    result.attrs = {
+        "steps": json.dumps(steps),
+        **{k: v for k, v in ds.attrs.items() if k in ("run_dims", "runs")},
+    }
+    return with_depth(result)
+
+
+def informative_layers(da: xr.DataArray, *, tolerance: float = 1e-3) -> list[str]:
+    """The layers where the per-sample angle ``da`` differs from 0° anywhere (the output
+    layer's Jacobian of the logits w.r.t. themselves is the identity for every rule: 0° by
+    construction, no information)."""
+    other = [d for d in da.dims if d != "layer"]
+    spread = abs(da).max(other, skipna=True).compute() if other else abs(da)
+    return [
+        str(layer)
+        for layer, v in zip(da["layer"].values, spread.values, strict=True)
+        if v > tolerance
+    ]

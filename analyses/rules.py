@@ -1,7 +1,9 @@
-"""Rule names: paper order, display labels, and which kind of alignment each rule's metric is.
+"""Rule names: paper order, display labels, colours, and which kind of alignment each rule's
+metric is, all read from the rule classes (:data:`alignment.rules.RULES`: class attributes
+``label``, ``color``, ``alignment_kind``), so a new rule brings its own.
 
 ``feedback_alignment`` is weight alignment for FA, sign symmetry and KP, path alignment for PFA
-and PFA-o (spec §4), and the feedback-map vs mean-Jacobian angle for DFA (schema description).
+and PFA-o (arXiv 2405.20594, §4), and the feedback-map vs mean-Jacobian angle for DFA.
 """
 
 from __future__ import annotations
@@ -11,44 +13,31 @@ from typing import TypeVar
 
 import xarray as xr
 
+from alignment.rules import RULES
+
 T = TypeVar("T", xr.Dataset, xr.DataArray)
 
-RULE_ORDER = ("bp", "fa", "dfa", "usf", "frsf", "brsf", "pfa", "pfa_o", "kp")
-"""Paper order (BP, FA, DFA, uSF, PFA, PFA-o), then the other registered rules."""
-
-RULE_LABELS = {
-    "bp": "BP",
-    "fa": "FA",
-    "dfa": "DFA",
-    "usf": "uSF",
-    "frsf": "frSF",
-    "brsf": "brSF",
-    "pfa": "PFA",
-    "pfa_o": "PFA-o",
-    "kp": "KP",
-}
-
-ALIGNMENT_KIND = {
-    "bp": "",
-    "fa": "weight",
-    "usf": "weight",
-    "frsf": "weight",
-    "brsf": "weight",
-    "kp": "weight",
-    "pfa": "path",
-    "pfa_o": "path",
-    "dfa": "DFA",
-}
+RULE_ORDER = tuple(RULES)
+"""Paper order (BP, FA, DFA, uSF, …, PFA, PFA-o, KP): the registry's order."""
 
 
 def rule_label(rule: str) -> str:
     """Display label of a rule ('pfa_o' → 'PFA-o'); unknown rules are upper-cased."""
-    return RULE_LABELS.get(rule, rule.upper().replace("_", "-"))
+    cls = RULES.get(str(rule))
+    label = getattr(cls, "label", "") if cls is not None else ""
+    return label or str(rule).upper().replace("_", "-")
+
+
+def rule_color(rule: str) -> str:
+    """The rule class's ``color`` ('' for unknown rules or rules without one)."""
+    cls = RULES.get(str(rule))
+    return getattr(cls, "color", "") if cls is not None else ""
 
 
 def alignment_kind(rule: str) -> str:
     """'weight', 'path', 'DFA' or '' (BP): what ``feedback_alignment`` measures for the rule."""
-    return ALIGNMENT_KIND.get(rule, "feedback")
+    cls = RULES.get(str(rule))
+    return getattr(cls, "alignment_kind", "feedback") if cls is not None else "feedback"
 
 
 def sorted_rules(rules: Iterable[str]) -> list[str]:

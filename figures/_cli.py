@@ -11,20 +11,17 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from alignment.recording import open_runs
+from alignment.summary import run_dirs
 from figures import style
 
 
 def find_runs(paths: Sequence[str | Path]) -> list[Path]:
-    """Run directories (holding ``config.yaml``) given directly or found below each path."""
+    """Run directories (holding a ``record.zarr`` from the Recorder, or a trainer's
+    ``config.yaml``) given directly or found below each path
+    (:func:`alignment.summary.run_dirs`)."""
     found: list[Path] = []
     for path in map(Path, paths):
-        if (path / "config.yaml").exists():
-            found.append(path)
-            continue
-        below = sorted(p.parent for p in path.rglob("config.yaml")) if path.is_dir() else []
-        if not below:
-            raise FileNotFoundError(f"no run directories (with config.yaml) at or below {path}")
-        found.extend(below)
+        found.extend(run_dirs(path))
     return list(dict.fromkeys(found))
 
 
@@ -62,7 +59,8 @@ def run_figure(
         ds = open_runs(find_runs(args.runs))
         data = figure_data(ds)
     except (FileNotFoundError, ValueError) as error:
-        print(f"{name}: error: {error}", file=sys.stderr)
+        message = str(error).removeprefix(f"{name}: ")
+        print(f"{name}: error: {message}", file=sys.stderr)
         return 2
     for path in style.save(make_figure(data), data, args.out, args.stem, formats=args.format):
         print(path)

@@ -16,6 +16,7 @@ from figures import (
     fig_grad_alignment,
     fig_jacobian,
     fig_sparse,
+    fig_training,
     style,
 )
 
@@ -23,13 +24,15 @@ RUN_FIGURES: dict[str, ModuleType] = {
     "fig2_mnist": fig2_mnist,
     "fig4_cifar10": fig4_cifar10,
     "fig5_imagenet": fig5_imagenet,
+    "fig_training": fig_training,
     "fig_sparse": fig_sparse,
     "fig_grad_alignment": fig_grad_alignment,
     "fig_jacobian": fig_jacobian,
     "fig_decay": fig_decay,
 }
-"""Figures drawn from recorded runs, by name; each module has supports, figure_data,
-make_figure."""
+"""Figures drawn from recorded runs, by name; each module has supports, figure_data (which
+sets the Dataset's ``caption`` attr), make_figure. Exactly one of the training figures (fig2,
+fig4, fig5, fig_training) draws a given set of runs."""
 
 NO_RUNS = {"fig3_expansion": "needs no runs: `alignment reproduce expansion` builds it"}
 
@@ -46,7 +49,9 @@ def build_figures(
     runs ``ds`` support, as ``<name><suffix>.*`` in ``out_dir`` (no suffix where the name already
     ends with it: fig2_mnist stays fig2_mnist).
 
-    Returns (written: stem → paths, skipped: name → reason).
+    Each figure is saved with its Dataset (``.nc``, attr ``caption``) and its caption (``.md``).
+    Every figure either draws or says in one line why not. Returns (written: stem → paths,
+    skipped: name → reason).
     """
     written: dict[str, list[Path]] = {}
     skipped: dict[str, str] = {}
@@ -60,7 +65,7 @@ def build_figures(
             except ValueError as error:
                 reason = str(error)
         if reason is not None:
-            skipped[name] = reason
+            skipped[name] = " ".join(str(reason).split())  # one line
             continue
         fig = module.make_figure(data)
         stem = name if name.endswith(suffix) else f"{name}{suffix}"

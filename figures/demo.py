@@ -12,6 +12,11 @@ from figures.build import build_figures
 DEMO_RULES = ("bp", "fa", "dfa", "usf", "pfa", "pfa_o")
 
 
+def _seed_number(path: Path) -> tuple[int, str]:
+    digits = path.name.removeprefix("seed")
+    return (int(digits), "") if digits.isdigit() else (1 << 30, path.name)
+
+
 def make_demo_figures(
     demo_out: Path,
     figures_dir: Path,
@@ -19,18 +24,20 @@ def make_demo_figures(
     draws: int = 100,
     formats: tuple[str, ...] = style.FORMATS,
 ) -> list[Path]:
-    """Write the demo figures for the runs ``demo_out/<rule>/seed0`` into ``figures_dir``:
+    """Write the demo figures for the runs ``demo_out/<rule>/seed<N>`` (every seed) into
+    ``figures_dir``:
     ``fig2_demo`` (accuracy, alignment, norm ratio), ``fig3_expansion`` (``draws`` Monte-Carlo
     draws per k), ``fig_grad_alignment_demo``, ``fig_jacobian_demo``, ``fig_decay_demo``, each as
-    PDF/PNG/SVG + .nc. Rules without a finished or started run are left out; returns the paths
-    written. Raises FileNotFoundError when there is no demo run at all."""
+    PDF/PNG/SVG + .nc + caption (.md). Rules without a finished or started run are left out;
+    returns the paths written. Raises FileNotFoundError when there is no demo run at all."""
     runs = [
-        Path(demo_out) / rule / "seed0"
+        run
         for rule in DEMO_RULES
-        if (Path(demo_out) / rule / "seed0" / "config.yaml").exists()
+        for run in sorted((Path(demo_out) / rule).glob("seed*"), key=_seed_number)
+        if (run / "config.yaml").exists() or (run / "record.zarr").is_dir()
     ]
     if not runs:
-        raise FileNotFoundError(f"no demo runs under {demo_out} (expected <rule>/seed0)")
+        raise FileNotFoundError(f"no demo runs under {demo_out} (expected <rule>/seed<N>)")
     written, _ = build_figures(
         open_runs(runs),
         figures_dir,

@@ -1,9 +1,7 @@
-"""Fig. 2 (MNIST MLP 784-512-512-10): (a) test accuracy vs epoch, mean ± std over seeds;
-(b) alignment and (c) norm ratio per layer vs epoch, one panel per rule, lines coloured by depth.
+"""Fig. 2 (MNIST and its small relatives): the training figure of :mod:`figures.training`
+(accuracy; alignment and norm ratio per layer vs epoch, one panel per rule).
 
-The layout is shared with the other training figures (:mod:`figures.training`)::
-
-    python -m figures.fig2_mnist out/mnist_* --out out/figures
+    python -m figures.fig2_mnist RUNS... --out out/figures
 """
 
 from __future__ import annotations
@@ -17,9 +15,9 @@ from figures import training
 from figures._cli import run_figure
 from figures.training import figure_data, panel_accuracy, panel_alignment, panel_norm_ratio
 
-NAME = "fig2_mnist"
-DATASETS = training.MNIST_LIKE
-TITLE = "MNIST"
+SPEC = training.PAPER_FIGURES[0]
+NAME = SPEC.name
+DATASETS = SPEC.datasets
 
 __all__ = [
     "NAME",
@@ -34,12 +32,12 @@ __all__ = [
 
 
 def supports(ds: xr.Dataset) -> str | None:
-    """None if the runs can draw this figure, else why not."""
+    """None if the runs can draw this figure, else why not (one line)."""
     return training.supports(ds, datasets=DATASETS)
 
 
-def make_figure(ds: xr.Dataset, *, title: str | None = TITLE) -> Figure:
-    """Fig. 2 from runs (or from :func:`figure_data`)."""
+def make_figure(ds: xr.Dataset, *, title: str | None = None) -> Figure:
+    """The figure from runs (or from :func:`figure_data`); the title defaults to the data set."""
     return training.make_figure(ds, title=title)
 
 

@@ -1,6 +1,8 @@
-"""Weight decay aligns the product exactly (spec §3.1): the recorded residual ‖R − BᵀW‖ (KP:
-‖B − W‖) relative to its first record, per layer, against the factor c_t that the run's own lr
-and weight-decay schedules predict, on a log y-axis; below, the relative deviation.
+"""Weight decay aligns the product exactly (arXiv 2405.20594, §3.1): the recorded residual
+‖R − BᵀW‖ (KP: ‖B − W‖) relative to its first record, per layer, against the factor c_t that the
+optimizer's lr, momentum and weight-decay schedule predict, on a log y-axis; below, the relative
+deviation. c_t is the recorded ``feedback_residual_predicted`` (own-loop runs too), else it is
+recomputed from the trainer config.
 
 One column per rule that records a residual (PFA, PFA-o, KP); seeds overlap (c_t does not depend
 on the data), so the ratio is their mean and the deviation their largest.
@@ -17,24 +19,63 @@ import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from analyses._common import select_variables
-from analyses.decay import decay_alignment
+from analyses.decay import PREDICTED, decay_alignment, run_config
 from analyses.rules import rule_label
-from analyses.runs import as_combined, collapse_options
+from analyses.runs import as_combined, collapse_options, split_runs
 from analyses.trajectories import with_depth
 from figures import style
 from figures._cli import run_figure
+from figures.runinfo import layer_coords, seed_count
 
 NAME = "fig_decay"
 DATA = "decay"
 
 
+def _rules(ds: xr.Dataset) -> str:
+    rules = ds.attrs.get("rule")
+    if "rule" in ds.coords:
+        rules = sorted({str(r) for r in np.asarray(ds["rule"].values).ravel() if str(r)})
+    return ", ".join(rules) if isinstance(rules, list) else str(rules or "?")
+
+
 def supports(ds: xr.Dataset) -> str | None:
-    """None if the runs can draw this figure, else why not."""
+    """None if the runs can draw this figure, else why not (one line)."""
     if "feedback_residual" not in ds or not bool(np.isfinite(ds["feedback_residual"]).any()):
-        return "no run records a feedback residual (PFA, PFA-o and KP do)"
+        return (
+            "needs feedback_residual, which only PFA, PFA-o and KP record "
+            f"(the runs are {_rules(ds)})"
+        )
+    runs = [
+        run
+        for _, run in split_runs(ds)
+        if bool(np.isfinite(np.asarray(run["feedback_residual"].values)).any())
+    ]
+    predicted = [run[PREDICTED] for run in runs if PREDICTED in run]
+    if any(bool(np.isfinite(np.asarray(c.values)).any()) for c in predicted):
+        return None
+    if predicted and len(predicted) == len(runs):
+        return (
+            "the recorded c_t (feedback_residual_predicted) is NaN in every run: the identity "
+            "holds only for torch.optim.SGD with coupled weight decay on W and the feedback"
+        )
+    configs = [run_config_or_none(run) for run in runs]
+    if any(config is None for config in configs):
+        return (
+            "needs the predicted factor c_t: the records have neither feedback_residual_predicted "
+            "(the Recorder's c_t from the optimizer) nor a trainer config to recompute it from"
+        )
     return None
+
+
+def run_config_or_none(run: xr.Dataset) -> object | None:
+    """The run's trainer config, or None for a run without one (own loop)."""
+    try:
+        return run_config(run)
+    except ValueError:
+        return None
 
 
 def figure_data(ds: xr.Dataset) -> xr.Dataset:
@@ -45,7 +86,9 @@ def figure_data(ds: xr.Dataset) -> xr.Dataset:
     if reason:
         raise ValueError(f"{NAME}: {reason}")
     keep = ("density",) if "density" in ds.coords else ()
-    ds = collapse_options(as_combined(select_variables(ds, ["feedback_residual"])), keep=keep)
+    ds = collapse_options(
+        as_combined(select_variables(ds, ["feedback_residual", PREDICTED])), keep=keep
+    )
     decay = decay_alignment(ds)
     has = (
         decay["residual_ratio"]
@@ -62,8 +105,32 @@ def figure_data(ds: xr.Dataset) -> xr.Dataset:
         }
     )
     out["relative_error"].attrs["long_name"] = "|relative deviation from c_t|"
-    out.attrs = {"figure": DATA}
-    return with_depth(out).compute()  # lazy runs (open_runs) are read here, reduced
+    recorded = PREDICTED in ds and bool(np.isfinite(ds[PREDICTED]).any())
+    out.attrs = {
+        "figure": DATA,
+        "prediction": "recorded" if recorded else "config",
+        "seeds": seed_count(ds),
+    }
+    out = layer_coords(ds, with_depth(out)).compute()  # lazy runs are read here, reduced
+    out.attrs["caption"] = caption(out)
+    return out
+
+
+def caption(data: xr.Dataset) -> str:
+    """What the figure shows, from its Dataset."""
+    source = (
+        "recorded by the Recorder from the optimizer"
+        if data.attrs.get("prediction") == "recorded"
+        else "recomputed from the trainer config's lr, momentum and weight-decay schedules"
+    )
+    return (
+        "Weight decay aligns PFA's product exactly (arXiv 2405.20594, §3.1). Top: the residual "
+        "‖R − BᵀW‖ (KP: ‖B − W‖) of each layer over its first recorded value (markers, "
+        "coloured by layer), mean over "
+        f"{data.attrs.get('seeds', '1')} seed(s), and the predicted factor c_t (black line, "
+        f"{source}; the same for every seed). Bottom: |recorded / c_t − 1|, the largest over "
+        "seeds; 0 up to float rounding while the identity holds. No bands: seeds agree."
+    )
 
 
 def _prepared(ds: xr.Dataset) -> xr.Dataset:
@@ -75,7 +142,8 @@ def _steps(da: xr.DataArray) -> xr.DataArray:
 
 
 def panel_decay(ds: xr.Dataset, ax: Axes, *, rule: str) -> Axes:
-    """Recorded ‖D_t‖/‖D_0‖ per layer (markers, coloured by depth) and c_t (black line)."""
+    """Recorded ‖R − BᵀW‖ over its first value per layer (markers, coloured by depth) and c_t
+    (black line)."""
     data = _prepared(ds)
     ratio = _steps(data["residual_ratio"].sel(rule=rule))
     c = _steps(data["predicted_decay"].sel(rule=rule))
@@ -85,6 +153,7 @@ def panel_decay(ds: xr.Dataset, ax: Axes, *, rule: str) -> Axes:
         series = ratio.sel(layer=layer)
         ax.plot(ratio["step"], series, "o", color=color, markersize=2.0, alpha=0.8, zorder=2)
     style.log_y(ax)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
     ax.set_title(rule_label(rule), color=style.rule_color(rule))
     style.label_axes(ax, x=data["step"], y=data["residual_ratio"])
     return ax
@@ -101,6 +170,7 @@ def panel_deviation(ds: xr.Dataset, ax: Axes, *, rule: str) -> Axes:
         ax.plot(error["step"], series, "o-", color=color, markersize=2.0, linewidth=0.6)
     if positive.notnull().any():
         style.log_y(ax)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
     style.label_axes(ax, x=data["step"], y=data["relative_error"])
     return ax
 
@@ -111,18 +181,19 @@ def make_figure(ds: xr.Dataset) -> Figure:
     rules = [str(r) for r in data["rule"].values]
     cell_w, cell_h = style.CELL["expansion"]
     with style.style():
-        fig = style.new_figure(len(rules) * cell_w + 0.8, 2 * cell_h + 0.3)
+        key = 2.6 if style.names_layers(data["layer"].values) else 0.8  # layer legend or bar
+        fig = style.new_figure(max(len(rules) * cell_w + key, 4.6), 2 * cell_h + 0.3)
         axes = fig.subplots(2, len(rules), squeeze=False)
         for rule, top, bottom in zip(rules, axes[0], axes[1], strict=True):
             panel_decay(data, top, rule=rule)
             panel_deviation(data, bottom, rule=rule)
-        style.depth_colorbar(fig, list(axes.ravel()), shrink=0.5)
+        style.layer_key(fig, list(axes.ravel()), data, shrink=0.5)
         fig.legend(
             [
                 Line2D([], [], color="k"),
                 Line2D([], [], color="0.4", marker="o", linestyle="", markersize=3),
             ],
-            ["predicted c_t", "recorded (per layer)"],
+            ["predicted factor c_t", "recorded, per layer"],
             loc="outside upper center",
             ncols=2,
             frameon=False,

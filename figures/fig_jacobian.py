@@ -1,16 +1,19 @@
-"""Jacobian alignment (beyond the paper): per probe sample, the angle between the true Jacobian
-of the logits w.r.t. a layer's output and the feedback Jacobian the rule uses instead, at the
-last Jacobian record.
+"""Jacobian and error alignment per probe sample (beyond the paper), at each run's last record
+that has them.
 
-(a) median over probe samples (and seeds) vs relative depth, interquartile band, per rule;
-(b) the distribution over samples and layers, per rule; (c) singular values of the true (solid)
-and feedback (dashed) Jacobians, one panel per rule, lines coloured by depth, log y.
+(a) the angle between the true Jacobian of the logits w.r.t. a layer's output and the feedback
+Jacobian the rule uses instead, one box per layer and rule over probe samples and seeds;
+(b) the same for δ, the error the rule delivers to the layer, vs BP's; (c) singular values of the
+true (solid) and feedback (dashed) Jacobians, one panel per rule, lines coloured by layer, log y.
+Layers are kept apart; the output layer (0° for every rule by construction) and BP (0° by
+definition) are not drawn.
 
     python -m figures.fig_jacobian out/mnist_* --out out/figures
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,10 +21,13 @@ import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from analyses._common import select_variables
 from analyses.jacobians import (
-    jacobian_alignment_distribution,
+    final_per_sample,
+    informative_layers,
     jacobian_steps,
     singular_value_spectra,
 )
@@ -29,72 +35,112 @@ from analyses.rules import rule_label
 from analyses.runs import collapse_options
 from figures import style
 from figures._cli import run_figure
+from figures.per_sample import panel_boxes
+from figures.runinfo import layer_coords, seed_count
 from figures.training import dense_runs
 
 NAME = "fig_jacobian"
 DATA = "jacobian"
+PER_SAMPLE = ("jacobian_alignment", "delta_alignment")
 
 
 def supports(ds: xr.Dataset) -> str | None:
-    """None if the runs can draw this figure, else why not."""
+    """None if the runs can draw this figure, else why not (one line)."""
     if not len(jacobian_steps(ds)):
-        return "no Jacobians recorded (record.jacobian: never)"
+        return (
+            "needs jacobian_alignment, which the runs never recorded (trainer: record.jacobian "
+            "is never; Recorder: jacobian_schedule, or 'jacobian_alignment' excluded)"
+        )
     return None
 
 
-def figure_data(ds: xr.Dataset, *, step: int | None = None, bins: int = 36) -> xr.Dataset:
-    """Distribution (:func:`analyses.jacobian_alignment_distribution`) and spectra
-    (:func:`analyses.singular_value_spectra`) at ``step`` (default: the last Jacobian step)."""
+def figure_data(ds: xr.Dataset, *, step: int | None = None) -> xr.Dataset:
+    """Per-sample ``jacobian_alignment`` and ``delta_alignment`` (dims rule, seed, layer,
+    sample: :func:`analyses.jacobians.final_per_sample`) and the singular-value spectra (mean
+    over seeds: :func:`analyses.singular_value_spectra`) at each run's last Jacobian record (or
+    at ``step``). Attr ``caption`` says what is drawn."""
     reason = supports(ds)
     if reason:
         raise ValueError(f"{NAME}: {reason}")
-    names = ["jacobian_alignment", "jacobian_sv_true", "jacobian_sv_fb"]
-    ds = collapse_options(dense_runs(select_variables(ds, names)))
-    distribution = jacobian_alignment_distribution(ds, step=step, bins=bins)
-    spectra = singular_value_spectra(ds, step=distribution.attrs["step"])
-    out = xr.merge([distribution, spectra], compat="equals", join="exact", combine_attrs="override")
-    out.attrs = {"figure": DATA, "step": distribution.attrs["step"]}
-    return out.compute()  # lazy runs (open_runs) are read here, reduced
+    names = [*PER_SAMPLE, "jacobian_sv_true", "jacobian_sv_fb"]
+    source = collapse_options(dense_runs(select_variables(ds, names)))
+    samples = final_per_sample(source, variables=PER_SAMPLE, step=step)
+    steps = json.loads(samples.attrs["steps"])
+    spectra = singular_value_spectra(source, step=steps["jacobian_alignment"])
+    out = xr.merge(
+        [samples, spectra], compat="equals", join="exact", combine_attrs="override"
+    ).drop_vars("sv_ratio")
+    out.attrs = {
+        "figure": DATA,
+        "step": steps["jacobian_alignment"],
+        "steps": json.dumps(steps),
+        "seeds": seed_count(source),
+        "samples": int(source.sizes.get("sample", 0)),
+    }
+    out = layer_coords(source, out).compute()  # lazy runs (open_runs) are read here, reduced
+    out.attrs["caption"] = caption(out)
+    return out
+
+
+def shown_layers(data: xr.Dataset) -> list[str]:
+    """Layers whose Jacobian (or δ) alignment carries information (not 0° for every rule)."""
+    found: set[str] = set()
+    for name in PER_SAMPLE:
+        if name in data:
+            found |= set(informative_layers(data[name]))
+    return [str(layer) for layer in data["layer"].values if str(layer) in found]
+
+
+def _rules(data: xr.Dataset, name: str) -> list[str]:
+    if name not in data:
+        return []
+    return [
+        str(r)
+        for r in data["rule"].values
+        if r != "bp" and np.isfinite(data[name].sel(rule=r).values).any()
+    ]
+
+
+def caption(data: xr.Dataset) -> str:
+    """What the figure shows, from its Dataset."""
+    layers = shown_layers(data)
+    hidden = [str(la) for la in data["layer"].values if str(la) not in layers]
+    steps = json.loads(str(data.attrs.get("steps", "{}")))
+    where = ", ".join(f"{n} at step {s}" for n, s in steps.items())
+    text = (
+        f"Per-sample alignment at the end of training ({where}; each run's last record with "
+        f"the quantity), {data.attrs.get('samples', '?')} probe samples × "
+        f"{data.attrs.get('seeds', '1')} seed(s) per rule, layers kept apart. (a) angle between "
+        "the true Jacobian of the logits w.r.t. the layer's output and the feedback Jacobian "
+        "the rule uses; (b) angle between the error δ the rule delivers to the layer and BP's. "
+        "Boxes: median and quartiles over samples and seeds, whiskers 1.5 IQR; dots: every "
+        "sample. "
+        "(c) singular values of the true (solid) and feedback (dashed) Jacobians, mean over "
+        "probe samples and seeds. BP is 0° by definition and not drawn"
+    )
+    if hidden:
+        text += (
+            f"; layers {', '.join(hidden)} read 0° for every rule (output layer) and are left out"
+        )
+    return text + "."
 
 
 def _prepared(ds: xr.Dataset) -> xr.Dataset:
     return ds if ds.attrs.get("figure") == DATA else figure_data(ds)
 
 
-def _rules(data: xr.Dataset, name: str) -> list[str]:
-    return [str(r) for r in data["rule"].values if np.isfinite(data[name].sel(rule=r).values).any()]
-
-
-def panel_depth(ds: xr.Dataset, ax: Axes) -> Axes:
-    """(a) Median Jacobian alignment vs relative depth, interquartile band, one line per rule."""
+def panel_jacobian(ds: xr.Dataset, ax: Axes) -> Axes:
+    """(a) Jacobian alignment per sample: one box per layer and rule."""
     data = _prepared(ds)
-    q = data["angle_quantile"]
-    for rule in _rules(data, "angle_quantile"):
-        low, mid, high = (q.sel(rule=rule, quantile=p).values for p in (0.25, 0.5, 0.75))
-        color = style.rule_color(rule)
-        ax.plot(data["depth"], mid, color=color, marker="o", markersize=2.5, label=rule_label(rule))
-        ax.fill_between(data["depth"], low, high, color=color, alpha=0.3, linewidth=0)
-    ax.set_xlim(-0.05, 1.05)
-    ax.set_ylim(-5.0, 95.0 if float(q.max()) <= 90 else 185.0)
-    style.label_axes(ax, x=data["depth"], y=q)
-    return ax
+    rules = _rules(data, "jacobian_alignment")
+    return panel_boxes(data, ax, "jacobian_alignment", rules=rules, layers=shown_layers(data))
 
 
-def panel_distribution(ds: xr.Dataset, ax: Axes) -> Axes:
-    """(b) Distribution of the Jacobian alignment over samples and layers, one line per rule."""
+def panel_delta(ds: xr.Dataset, ax: Axes) -> Axes:
+    """(b) δ alignment per sample: one box per layer and rule."""
     data = _prepared(ds)
-    pooled = data["pooled"]
-    width = float(np.diff(data["angle"].values[:2])[0]) if data.sizes["angle"] > 1 else 180.0
-    for rule in _rules(data, "pooled"):
-        ax.stairs(
-            pooled.sel(rule=rule).values,
-            np.append(data["angle"].values - width / 2, data["angle"].values[-1] + width / 2),
-            color=style.rule_color(rule),
-            label=rule_label(rule),
-        )
-    ax.set_xlim(0.0, 180.0 if float(data["angle_quantile"].max()) > 90 else 90.0)
-    style.label_axes(ax, x=data["angle"], y=pooled)
-    return ax
+    rules = _rules(data, "delta_alignment")
+    return panel_boxes(data, ax, "delta_alignment", rules=rules, layers=shown_layers(data))
 
 
 def panel_spectrum(ds: xr.Dataset, ax: Axes, *, rule: str) -> Axes:
@@ -107,6 +153,7 @@ def panel_spectrum(ds: xr.Dataset, ax: Axes, *, rule: str) -> Axes:
         ax.plot(data["sv"], true.where(true > 0), color=color, linewidth=0.8)
         ax.plot(data["sv"], fb.where(fb > 0), color=color, linewidth=0.8, linestyle="--")
     style.log_y(ax)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
     ax.set_title(rule_label(rule), color=style.rule_color(rule))
     style.label_axes(ax, x=data["sv"], y={"long_name": "singular value", "units": "1"})
     return ax
@@ -119,41 +166,53 @@ def _spectrum_rules(data: xr.Dataset) -> list[str]:
     ]
 
 
+def _box_legend(part: object, rules: list[str]) -> None:
+    handles = [Patch(facecolor=style.rule_color(r), edgecolor="0.2", linewidth=0.5) for r in rules]
+    part.legend(  # type: ignore[attr-defined]
+        handles, [rule_label(r) for r in rules], loc="outside right center", frameon=False
+    )
+
+
 def make_figure(ds: xr.Dataset) -> Figure:
     """The Jacobian figure from runs (or from :func:`figure_data`)."""
     data = _prepared(ds)
-    rules = _spectrum_rules(data)
+    spectra = _spectrum_rules(data)
+    panels = [n for n in PER_SAMPLE if _rules(data, n)]
+    box_rules = [r for r in data["rule"].values if any(r in _rules(data, n) for n in panels)]
+    layers = shown_layers(data)
     cell_w, cell_h = style.CELL["layer"]
     acc_w, acc_h = style.CELL["accuracy"]
-    width = max(2 * acc_w + 0.8, len(rules) * cell_w + 0.8)
+    box_w = max(acc_w, 0.5 + 0.22 * max(len(layers), 1) * max(len(box_rules), 1))
+    width = max(len(panels) * box_w + 0.9, len(spectra) * cell_w + 2.0)
+    rows = ([acc_h + 0.2] if panels and layers else []) + ([cell_h + 0.2] if spectra else [])
     with style.style():
-        fig = style.new_figure(width, acc_h + (cell_h + 0.2 if rules else 0))
-        parts = fig.subfigures(
-            2 if rules else 1,
-            1,
-            height_ratios=[acc_h, cell_h + 0.2] if rules else None,
-            squeeze=False,
-        )[:, 0]
-        a, b = parts[0].subfigures(1, 2, width_ratios=[acc_w, width - acc_w])
-        panel_depth(data, a.subplots())
-        style.panel_letter(a, "a", f"at step {data.attrs['step']}")
-        ax = b.subplots()
-        panel_distribution(data, ax)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
-        style.panel_letter(b, "b")
-        if rules:
-            axes = parts[1].subplots(1, len(rules), squeeze=False)[0]
-            for rule, ax in zip(rules, axes, strict=True):
+        fig = style.new_figure(width, sum(rows) or acc_h)
+        parts = list(
+            fig.subfigures(max(len(rows), 1), 1, height_ratios=rows or None, squeeze=False)[:, 0]
+        )
+        letters = iter("abc")
+        if panels and layers:
+            top = parts.pop(0)
+            axes = top.subplots(1, len(panels), squeeze=False)[0]
+            for name, ax in zip(panels, axes, strict=True):
+                (panel_jacobian if name == "jacobian_alignment" else panel_delta)(data, ax)
+                ax.set_title(next(letters), loc="left", fontweight="bold")
+            _box_legend(top, [str(r) for r in box_rules])
+            style.panel_letter(top, "", "per probe sample, end of training")
+        if spectra:
+            part = parts.pop(0)
+            axes = part.subplots(1, len(spectra), squeeze=False)[0]
+            for rule, ax in zip(spectra, axes, strict=True):
                 panel_spectrum(data, ax, rule=rule)
-            style.depth_colorbar(parts[1], list(axes))
-            parts[1].legend(
+            style.layer_key(part, list(axes), data)
+            part.legend(
                 [Line2D([], [], color="0.3"), Line2D([], [], color="0.3", linestyle="--")],
                 ["true Jacobian", "feedback Jacobian"],
                 loc="outside upper right",
                 ncols=2,
                 frameon=False,
             )
-            style.panel_letter(parts[1], "c")
+            style.panel_letter(part, next(letters), "singular values")
     return fig
 
 

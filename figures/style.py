@@ -30,8 +30,11 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
 
 from alignment.recording.open import netcdf_engine
+from analyses.rules import rule_color as rules_color
 
 FORMATS = ("pdf", "png", "svg")
+SAVE_FORMATS = ("pdf", "png", "svg", "eps", "jpg", "tif")
+"""What :func:`save` writes (the command line offers :data:`FORMATS`)."""
 
 PANEL = {"accuracy": (2.0, 1.5), "layer": (1.0, 1.0), "expansion": (1.5, 1.5)}
 """Axes sizes (width, height) in inches, as in the paper's figures."""
@@ -41,20 +44,8 @@ CELL = {"accuracy": (2.7, 1.95), "layer": (1.5, 1.55), "expansion": (2.0, 1.9)}
 FONT_SIZE = 8
 PREFERRED_FONTS = ("Arial", "Helvetica", "Liberation Sans", "DejaVu Sans")
 
-RULE_COLORS = {
-    "bp": "C0",
-    "fa": "C1",
-    "dfa": "C2",
-    "pfa": "C3",
-    "usf": "C4",
-    "pfa_o": "C5",
-    "kp": "C6",
-    "frsf": "C7",
-    "brsf": "C8",
-}
-"""Fixed across figures (spec §7): BP C0, FA C1, DFA C2, PFA C3, uSF C4, PFA-o C5; more rules
-get the next colours."""
 _EXTRA_COLORS = ("C9", *(mpl.colormaps["tab20b"](i) for i in range(20)))
+"""Colours of rules whose class sets no ``color`` (picked by a hash of the name: stable)."""
 
 DEPTH_CMAP = "viridis"
 UNITS = {"1": "", "deg": "°", "%": "%", "nat": "nat", "1/deg": "1/°"}
@@ -111,9 +102,12 @@ def new_figure(width: float, height: float) -> Figure:
 
 
 def rule_color(rule: str) -> Any:
-    """The rule's fixed colour; rules beyond the paper's get a stable colour from their name."""
-    if rule in RULE_COLORS:
-        return RULE_COLORS[rule]
+    """The rule's fixed colour, the class attribute ``color`` of the rule
+    (:data:`alignment.rules.RULES`: BP C0, FA C1, DFA C2, PFA C3, uSF C4, PFA-o C5, …); rules
+    without one get a stable colour from their name."""
+    color = rules_color(str(rule))
+    if color:
+        return color
     digest = int(hashlib.sha1(rule.encode()).hexdigest(), 16)
     return _EXTRA_COLORS[digest % len(_EXTRA_COLORS)]
 
@@ -190,16 +184,77 @@ def log_y(ax: Axes) -> Axes:
     values = values[np.isfinite(values) & (values > 0)]
     if values.size and values.max() / values.min() < 10:
         low, high = values.min(), values.max()
-        ticks = np.unique([float(f"{v:.2g}") for v in np.geomspace(low, high, 3)])
+        nice = [m * 10.0**e for e in range(-12, 13) for m in (1, 2, 5)]
+        ticks = [v for v in nice if low * 0.999 <= v <= high * 1.001]
+        if len(ticks) < 2:  # within one 1-2-5 step: add the ends, rounded, where not too close
+            for end in (float(f"{low:.2g}"), float(f"{high:.2g}")):
+                if all(abs(np.log(end / tick)) > np.log(1.25) for tick in ticks):
+                    ticks.append(end)
+            ticks = (
+                sorted(ticks)
+                if len(ticks) > 1
+                else sorted({float(f"{low:.2g}"), float(f"{high:.2g}")})
+            )
         ax.yaxis.set_major_locator(FixedLocator(ticks))
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.yaxis.set_minor_locator(NullLocator())
     return ax
 
 
+MAX_NAMED_LAYERS = 8
+"""Nets with at most this many recorded layers show layer names; deeper ones relative depth."""
+
+
+def names_layers(layers: Sequence[Any] | xr.DataArray) -> bool:
+    """True if a net with these layers is small enough to show their names."""
+    return 0 < len(layers) <= MAX_NAMED_LAYERS
+
+
+def layer_label(data: xr.Dataset, layer: Any) -> str:
+    """A layer's display name: its module name and, where recorded, its type and shape
+    ('fc1 Linear 512→10', 'features.0 Conv2d 1→8 3×3')."""
+    sel = {"layer": layer}
+    parts = [str(layer)]
+    if "layer_type" in data.coords and data["layer_type"].dims == ("layer",):
+        parts.append(str(data["layer_type"].sel(sel).values))
+    if {"layer_fan_in", "layer_fan_out"} <= set(data.coords) and data["layer_fan_in"].dims == (
+        "layer",
+    ):
+        shape = f"{int(data['layer_fan_in'].sel(sel))}→{int(data['layer_fan_out'].sel(sel))}"
+        kernel = data["layer_kernel_size"].sel(sel).values if "layer_kernel_size" in data else ""
+        parts.append(f"{shape} {kernel}".strip())
+    return " ".join(parts)
+
+
+def layer_key(
+    fig: Figure | SubFigure,
+    axes: Sequence[Axes] | Axes,
+    data: xr.Dataset,
+    *,
+    shrink: float = 0.9,
+    layers: Sequence[Any] | None = None,
+) -> Any:
+    """What the depth colours mean: a legend of the layers drawn (default: all) for small nets,
+    else a depth colour bar (0 = first layer, 1 = classifier), beside ``axes``."""
+    if not names_layers(list(data["layer"].values)):
+        return depth_colorbar(fig, axes, shrink=shrink)
+    layers = list(data["layer"].values) if layers is None else list(layers)
+    if not layers:
+        return depth_colorbar(fig, axes, shrink=shrink)
+    handles = [
+        Line2D([], [], color=depth_color(float(data["depth"].sel(layer=layer))), linewidth=1.5)
+        for layer in layers
+    ]
+    labels = [layer_label(data, layer) for layer in layers]
+    return fig.legend(
+        handles, labels, loc="outside right center", frameon=False, title="Layer", fontsize=6
+    )
+
+
 def panel_letter(fig: Figure | SubFigure, letter: str, text: str = "") -> None:
     """Bold panel letter (and a short caption) at the top left of a (sub)figure."""
-    fig.suptitle(f"$\\bf{{{letter}}}$  {text}".rstrip(), x=0.0, ha="left", fontsize=FONT_SIZE + 1)
+    head = f"$\\bf{{{letter}}}$  " if letter else ""
+    fig.suptitle(f"{head}{text}".rstrip(), x=0.0, ha="left", fontsize=FONT_SIZE + 1)
 
 
 # ------------------------------------------------------------------------------ saving
@@ -235,13 +290,17 @@ def save(
     formats: Sequence[str] = FORMATS,
 ) -> list[Path]:
     """Write ``stem.<format>`` for each format and ``stem.nc`` (the Dataset the figure was drawn
-    from) into ``out_dir``; returns the paths written. NetCDF-4 via h5netcdf where h5py is
-    installed, else NetCDF-3 via scipy (:func:`alignment.recording.open.netcdf_engine`)."""
+    from) into ``out_dir``, and, where the Dataset has a ``caption`` attr (every figure's
+    ``figure_data`` sets one), ``stem.md`` with that caption; returns the paths written.
+    NetCDF-4 via h5netcdf where h5py is installed, else NetCDF-3 via scipy
+    (:func:`alignment.recording.open.netcdf_engine`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    unknown = [f for f in formats if f not in ("pdf", "png", "svg", "eps", "jpg", "tif")]
+    unknown = [f for f in formats if f not in SAVE_FORMATS]
     if unknown:
-        raise ValueError(f"unknown figure format(s) {', '.join(unknown)}; use pdf, png, svg")
+        raise ValueError(
+            f"unknown figure format(s) {', '.join(unknown)}; use {', '.join(SAVE_FORMATS)}"
+        )
     paths = []
     with style():
         for fmt in formats:
@@ -251,6 +310,11 @@ def save(
     path = out / f"{stem}.nc"
     netcdf_ready(data).to_netcdf(path, engine=netcdf_engine())
     paths.append(path)
+    caption = str(data.attrs.get("caption", ""))
+    if caption:
+        path = out / f"{stem}.md"
+        path.write_text(f"**{stem}**. {caption}\n", encoding="utf-8")
+        paths.append(path)
     return paths
 
 

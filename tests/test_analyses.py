@@ -176,7 +176,7 @@ def test_decay_alignment_on_synthetic_runs(runs: xr.Dataset) -> None:
     error = decay["relative_error"]
     assert float(abs(error.sel(rule="pfa")).max()) < 1e-12
     assert error.sel(rule="bp").isnull().all()
-    assert decay["residual_ratio"].attrs["long_name"].startswith("residual ratio")
+    assert decay["residual_ratio"].attrs["long_name"] == "‖R − BᵀW‖ / first record"
     with pytest.raises(ValueError, match="feedback_residual"):
         an.decay_alignment(synthetic_runs(("bp",), (0,)))
 

@@ -37,7 +37,7 @@ def test_figures_command_builds_what_the_runs_support(
     out = capsys.readouterr().out
     for stem in ("fig2_mnist", "fig_grad_alignment", "fig_jacobian", "fig_decay"):
         assert f"built   {stem}" in out
-        for suffix in (".png", ".pdf", ".nc"):
+        for suffix in (".png", ".pdf", ".nc", ".md"):
             assert (tmp_path / f"{stem}{suffix}").stat().st_size > 0
         assert not (tmp_path / f"{stem}.svg").exists()
     assert "skipped fig4_cifar10: the runs are on digits, not cifar10" in out
@@ -57,6 +57,7 @@ def test_reproduce_expansion_needs_no_training(tmp_path: Path) -> None:
     assert {p.name for p in (tmp_path / "figures").iterdir()} == {
         "fig3_expansion.svg",
         "fig3_expansion.nc",
+        "fig3_expansion.md",
     }
     assert not (tmp_path / "runs").exists()
 
@@ -73,7 +74,7 @@ def test_reproduce_without_data_root_stops_clearly(
 
 def test_figure_main_writes_every_format(root: Path, tmp_path: Path) -> None:
     assert fig2_mnist.main([str(root / "bp"), str(root / "pfa"), "--out", str(tmp_path)]) == 0
-    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".nc", ".pdf", ".png", ".svg"]
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".md", ".nc", ".pdf", ".png", ".svg"]
     assert fig2_mnist.main([str(tmp_path / "nothing"), "--out", str(tmp_path)]) == 2
     assert (
         fig3_expansion.main(

@@ -198,7 +198,7 @@ def _own_loop(run: Path, *, fail: bool = False) -> None:
     torch.manual_seed(0)
     model = alignment.convert(nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)), "fa")
     x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
-    with alignment.Recorder(model, run, schedule=schedules.every(1)) as rec:
+    with alignment.Recorder(model, run, schedule=schedules.every(1), min_records=0) as rec:
         for step in range(3):
             rec.step(x, y, test_accuracy=0.5)
             if fail and step == 1:
@@ -221,6 +221,7 @@ def test_info_on_finished_and_failed_own_loop_runs(
         alignment.convert(nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)), "fa"),
         tmp_path / "done",
         resume=True,
+        min_records=0,
     )
     assert run_state(tmp_path / "done") == State.RUNNING  # continued: not finished any more
     rec.close()
@@ -253,7 +254,9 @@ def test_a_second_recorder_on_a_run_being_recorded_is_refused(tmp_path: Path) ->
     recording, release, errors = threading.Event(), threading.Event(), []
 
     def first() -> None:
-        rec = alignment.Recorder(model(), tmp_path / "run", schedule=schedules.every(1))
+        rec = alignment.Recorder(
+            model(), tmp_path / "run", schedule=schedules.every(1), min_records=0
+        )
         rec.step(x, y)
         recording.set()
         release.wait(30)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import warnings
 
 import numpy as np
@@ -18,6 +19,7 @@ import alignment
 from alignment.metrics import angle
 from alignment.recording import FewRecordsWarning, schedules, validate
 from alignment.recording.quantities import SELECTABLE
+from alignment.recording.schema import TIMINGS
 from tests.test_recording_recorder import batches, build, conv_net
 
 
@@ -58,8 +60,13 @@ def test_default_schedule_records_a_short_run_densely_and_its_final_weights(tmp_
             fit(model, rec, loader(126), opt)
     ds = alignment.open_run(tmp_path)
     steps = ds["step"].values.tolist()
-    assert steps == [0, 1, 2, 3, 4, 6, 10, 16, 25, 40, 63, 100, 126]
+    assert steps == [0, 1, 2, 3, 4, 6, 10, 16, 25, 30, 40, 63, 95, 100, 126]
     assert repr(rec.schedule) == "log_spaced(per_decade=5) | every(200)"
+    # the probe schedule: 0, 30, 95 and the final weights hold the per-sample probe quantities
+    probed = ds["delta_alignment"].notnull().any(["layer", "sample"])
+    assert ds["step"].values[probed.values].tolist() == [0, 30, 95, 126]
+    assert ds["jacobian_alignment"].notnull().any(["layer", "sample"]).equals(probed)
+    assert ds["delta_alignment"].attrs["schedule"] == "probe"
     # step 126 is the weights after the last update, with Jacobians (always at the final record)
     final = ds.sel(step=126)
     layer = model[3]
@@ -180,7 +187,7 @@ def test_quantities_can_be_chosen_or_excluded(tmp_path) -> None:
     ) as rec:
         rec.step(*data)
     ds = alignment.open_run(tmp_path / "a")
-    assert sorted(ds.data_vars) == sorted([*chosen, "record_seconds", "probe_input", "probe_label"])
+    assert sorted(ds.data_vars) == sorted([*chosen, *TIMINGS, "probe_input", "probe_label"])
     assert json.loads(ds.attrs["quantities"]) == ["loss", "feedback_alignment"]
     jac = ["jacobian_alignment", "jacobian_sv_true", "jacobian_sv_fb"]
     with alignment.Recorder(mlp("pfa"), tmp_path / "b", exclude=jac, min_records=0) as rec:
@@ -204,6 +211,25 @@ def test_record_seconds_times_each_record(tmp_path) -> None:
     seconds = ds["record_seconds"].values
     assert seconds.shape == (4,) and np.all(seconds > 0) and np.all(seconds < 60)
     assert ds["record_seconds"].attrs["units"] == "s"
+    elapsed = ds["elapsed_seconds"].values  # the run's clock: rises, and holds the records
+    assert np.all(np.diff(elapsed) > 0) and elapsed[-1] >= seconds.sum()
+
+
+def test_elapsed_seconds_continue_across_a_resume(tmp_path) -> None:
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    rec = alignment.Recorder(model, tmp_path, schedule=schedules.always, min_records=0)
+    fit(model, rec, loader(3), opt)
+    state = rec.state_dict()  # a checkpoint after 3 steps
+    before = alignment.open_run(tmp_path)["elapsed_seconds"].values
+    time.sleep(1.0)  # the process is stopped a while: that time is not the run's
+    rec = alignment.Recorder(model, tmp_path, resume=True, schedule=schedules.always)
+    rec.load_state_dict(state)
+    fit(model, rec, loader(2), opt)  # steps 3 and 4
+    rec.close()
+    after = alignment.open_run(tmp_path)["elapsed_seconds"].values
+    assert np.all(np.diff(after) > 0) and after[2] == before[2]
+    assert after[3] - state["elapsed_seconds"] < 1.0  # resumed from the checkpoint's count
 
 
 @pytest.mark.parametrize("rule", ["pfa", "fa"])

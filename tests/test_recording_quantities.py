@@ -291,7 +291,12 @@ def test_compare_is_alignment_metrics_angle_in_float64() -> None:
     a, b = torch.randn(30, 20, generator=g), torch.randn(30, 20, generator=g)
     theta, ratio, na, nb = compare(a, b)
     assert (na, nb) == (float(a.double().norm()), float(b.double().norm()))
-    assert theta == float(angle(a.double(), b.double()))
+    assert theta == pytest.approx(float(angle(a.double(), b.double())), rel=1e-13, abs=1e-12)
+    # small angles keep their precision (Kahan's form, not arccos of a dot product)
+    tiny = a + 1e-6 * b
+    expected = float(angle(a.double(), tiny.double()))
+    assert 0 < expected < 1e-3
+    assert compare(a, tiny)[0] == pytest.approx(expected, rel=1e-9)
     assert ratio == pytest.approx(float(norm_ratio(a.double(), b.double())))
     assert compare(a, a)[:2] == (0.0, 1.0)
     assert math.isnan(compare(a, torch.zeros_like(a))[0])
@@ -439,3 +444,35 @@ def test_true_jacobian_singular_values_of_a_non_bp_rule_match_plain_autograd(tmp
         fb = ds["jacobian_sv_fb"].values[0, i, : expected.size]
         if name != "4":  # the last layer's Jacobian is I under every rule
             assert not np.allclose(fb, expected, rtol=1e-3)
+
+
+def test_probe_quantities_follow_the_probe_schedule(tmp_path) -> None:
+    """delta_alignment and DFA layers' feedback_alignment (the probe-mean Jacobian) are
+    computed at probe-schedule records only; every other layer's alignment at every record."""
+    x, y, xp, yp = data()
+    net = alignment.convert(tanh_mlp(6), "dfa")
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    rec = alignment.Recorder(
+        net,
+        tmp_path,
+        probe=(xp, yp),
+        schedule=schedules.always,
+        jacobian_schedule=schedules.every(3),
+    )
+    for _ in range(5):
+        rec.step(x, y)
+        loss = F.cross_entropy(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    rec.close(final=False)
+    ds = alignment.open_run(tmp_path)
+    probed = [0, 3]
+    for name in ("feedback_alignment", "feedback_norm_ratio"):
+        finite = ds[name].notnull()
+        assert ds["step"].values[finite.all("layer").values].tolist() == probed
+        assert ds["step"].values[finite.any("layer").values].tolist() == probed
+    delta = ds["delta_alignment"].notnull().all(["layer", "sample"])
+    assert ds["step"].values[delta.values].tolist() == probed
+    assert ds["feedback_alignment"].attrs["schedule"] == "main (DFA layers: probe)"
+    assert ds["grad_alignment"].notnull().all()

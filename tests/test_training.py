@@ -19,6 +19,7 @@ import yaml
 from alignment.cli import main
 from alignment.config import config_from_dict
 from alignment.recording import open_run, validate
+from alignment.recording.schema import TIMINGS
 from alignment.training import DivergenceError, resume, train
 
 TINY = {
@@ -50,7 +51,7 @@ def tiny(**changes: object) -> dict:
 def data_of(ds: xr.Dataset) -> xr.Dataset:
     """The Dataset without the attrs that name when and from which commit a run started, and
     without the recorder's wall-clock times."""
-    out = ds.drop_vars("record_seconds", errors="ignore")
+    out = ds.drop_vars(TIMINGS, errors="ignore")
     out.attrs = {k: v for k, v in ds.attrs.items() if k not in ("start_time", "git_sha")}
     return out
 

@@ -33,6 +33,7 @@ sample's Jacobian for every layer in one batched backward.
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -277,12 +278,19 @@ class StepContext:
         loss_fn: LossFn,
         probe: tuple[Tensor, Tensor],
         optimizer: torch.optim.Optimizer | None = None,
+        residual_factor: float = math.nan,
+        *,
+        probe_record: bool = False,
     ) -> None:
         self.net = net
         self.x, self.y = x, y
         self.loss_fn = loss_fn
         self.x_probe, self.y_probe = probe
         self.optimizer = optimizer
+        self.residual_factor = residual_factor
+        self.probe_record = probe_record
+        """A record of the probe (Jacobian) schedule: the probe quantities are computed too."""
+        """c_t of the feedback residual at this step (:mod:`alignment.recording.decay`)."""
 
     # ---------------------------------------------------------------- training batch
     def _train_pass(self, which: str) -> TrainPass:

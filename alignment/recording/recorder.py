@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from alignment.recording import schedules as sched
 from alignment.recording.context import LossFn, Network, StepContext
+from alignment.recording.decay import ResidualDecay
 from alignment.recording.integrity import check_checkpoint, check_resumable
 from alignment.recording.quantities import QUANTITIES, SELECTABLE, raw
 from alignment.recording.quantities.layers import layer_coords
@@ -95,10 +96,15 @@ def default_schedule(steps_per_epoch: int | None = None) -> sched.Schedule:
 
 
 def default_jacobian_schedule(steps_per_epoch: int | None = None) -> sched.Schedule:
-    """Every epoch end when the number of steps per epoch is known, else every 1000 steps (from
-    step 0); :meth:`Recorder.close` adds the Jacobians of the final weights. A Jacobian record
-    costs about 10 training steps (benchmarks/recorder_overhead.py), so short runs get two."""
-    return sched.epoch_end(steps_per_epoch) if steps_per_epoch else sched.every(1000)
+    """The probe schedule: every epoch end when the number of steps per epoch is known, else
+    ``log_spaced(per_decade=2, start=30) | every(1000)`` (steps 0, 30, 95, 300, 949, 1000,
+    2000, …); :meth:`Recorder.close` adds the final weights. Its records add every quantity of
+    the probe batch (Jacobians, delta_alignment, DFA's feedback_alignment) and cost about 10
+    training steps more than a main record (benchmarks/recorder_overhead.py), so a 126-step run
+    gets four and a 10⁴-step run about fifteen."""
+    if steps_per_epoch:
+        return sched.epoch_end(steps_per_epoch)
+    return sched.log_spaced(per_decade=2, start=30) | sched.every(1000)
 
 
 def git_sha() -> str:
@@ -163,10 +169,14 @@ class Recorder:
         probe: a fixed ``(x, y)`` batch for the per-sample quantities and the Jacobians (kept in
             the record); default: the first ``DEFAULT_PROBE_SIZE`` samples of the first batch.
         loss_fn: ``loss_fn(logits, y)``, the training loss.
-        optimizer: read for ``lr`` and ``weight_decay`` (first parameter group).
+        optimizer: read for ``lr`` and ``weight_decay`` (first parameter group); for PFA and
+            KP the recorder also follows its updates (a step pre-hook, removed at
+            :meth:`close`) for ``feedback_residual_predicted`` (:mod:`.decay`).
         schedule: steps with a record (default: :func:`default_schedule`).
-        jacobian_schedule: steps that also record the Jacobian quantities
-            (default: :func:`default_jacobian_schedule`).
+        jacobian_schedule: the probe schedule: steps that also record the quantities of the
+            probe batch (Jacobians, delta_alignment, DFA's feedback_alignment; each variable's
+            attr ``schedule`` says which schedule it follows; default:
+            :func:`default_jacobian_schedule`).
         raw_schedule: steps that record the raw tensors of ``raw_layers`` (default: the Jacobian
             schedule when ``raw_layers`` is given, else never).
         raw_layers: module names of converted layers whose raw tensors to keep, or ``"all"``.
@@ -256,11 +266,15 @@ class Recorder:
         self._last_recorded = -1
         self._epoch: int | None = None
         self._closed = False
+        self._clock: float | None = None  # perf_counter() at the first step() of this process
+        self._elapsed_before = 0.0  # seconds of the run before it (a resumed checkpoint's)
         self._quantities: dict[str, list] = {}
         self._params = list(model.parameters())
         self._seen: tuple[int, Tensor, Tensor, int] | None = None
         self._pending: dict[int, dict[str, np.float64]] = {}
         self._user_vars: dict[str, Variable] = {}
+        self._decay = ResidualDecay(model, optimizer)
+        self._decay_unknown = False
         if self.store.exists():
             if not resume:
                 raise FileExistsError(
@@ -362,6 +376,7 @@ class Recorder:
 
     def _resume(self) -> None:
         self.store.hold_writer()  # first: no other writer may be cleaning or appending
+        self._decay_unknown = True  # the updates so far: unless load_state_dict restores them
         self.store.clean()
         check_resumable(self.store)  # a damaged record or one with gaps is refused, not continued
         static = self.store.read_static()
@@ -417,6 +432,9 @@ class Recorder:
                     f"Recorder.step: unknown scalar(s) {', '.join(unknown)}; accepted: "
                     f"{', '.join(SCALARS)} (log your own with rec.log(name=value))"
                 )
+        self._decay.start(known=not (self._decay_unknown and s > 0))
+        if self._clock is None:
+            self._clock = time.perf_counter()
         self._emit_pending(before=s)
         extra = self._pending.get(s, {}) | {k: np.float64(v) for k, v in scalars.items()}
         main, jacobian, raw_step = self._plan(s, bool(extra))
@@ -445,7 +463,16 @@ class Recorder:
         if self.net is None:
             self._setup(x[:DEFAULT_PROBE_SIZE], y[:DEFAULT_PROBE_SIZE])
         start = time.perf_counter()
-        ctx = StepContext(self.net, x, y, self.loss_fn, self.probe, self.optimizer)
+        ctx = StepContext(
+            self.net,
+            x,
+            y,
+            self.loss_fn,
+            self.probe,
+            self.optimizer,
+            self._decay.factor,
+            probe_record=main and jacobian,
+        )
         values: dict[str, Any] = {}
         # a rule may replace a feedback buffer in its forward (brSF redraws B): put the tensors
         # back, so that a record leaves the model as it found it (also after the last step)
@@ -464,6 +491,7 @@ class Recorder:
             self._raw_bytes += sum(data.nbytes for _, data in raw_values.values())
         if main:
             values["record_seconds"] = np.float64(time.perf_counter() - start)
+            values["elapsed_seconds"] = np.float64(self._elapsed())
             self._buffer.append(_Record(s, epoch_value, values | extra))
         self._last_recorded = s
         full = max(len(self._buffer), len(self._raw_buffer)) >= self.flush_every
@@ -632,6 +660,7 @@ class Recorder:
             self.store.release_writer()
         self._closed = True
         self._seen = None
+        self._decay.remove()
         self._warn_if_few()
 
     def _warn_if_few(self) -> None:
@@ -660,7 +689,19 @@ class Recorder:
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint needs to resume the record: flushes, then the next step."""
         self.flush()
-        return {"step": self._next_step, "epoch": self._epoch, "last_recorded": self._last_recorded}
+        return {
+            "step": self._next_step,
+            "epoch": self._epoch,
+            "last_recorded": self._last_recorded,
+            "residual_decay": self._decay.state_dict(),
+            "elapsed_seconds": self._elapsed(),
+        }
+
+    def _elapsed(self) -> float:
+        """Seconds of the run so far: since the first :meth:`step` of this process, plus what
+        a resumed checkpoint had counted."""
+        since = 0.0 if self._clock is None else time.perf_counter() - self._clock
+        return self._elapsed_before + since
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a checkpoint: records at steps ≥ ``state['step']`` are dropped, so that
@@ -681,6 +722,10 @@ class Recorder:
         self._pending = {s: v for s, v in self._pending.items() if s < stop}
         self._seen = None
         self._epoch = state.get("epoch")
+        self._decay.load_state_dict(state.get("residual_decay"))
+        self._decay_unknown = False
+        self._elapsed_before = float(state.get("elapsed_seconds", 0.0))
+        self._clock = None
 
     def __repr__(self) -> str:
         layers = "?" if self.net is None else len(self.net.names)

@@ -2,8 +2,13 @@
 
 Every Dataset the recorder writes, every Dataset an analysis or a figure reads, and the synthetic
 Datasets of the tests pass :func:`validate`. Dims are singular snake_case names; ``epoch`` is a
-coordinate on ``step``; every data variable carries ``long_name``, ``units`` and ``description``.
-Quantities recorded on a sparser schedule (Jacobians) are NaN at the other steps.
+coordinate on ``step``; every data variable carries ``long_name``, ``units`` and ``description``,
+and the recorder's variables also ``schedule``: which records hold it (:data:`MAIN`,
+:data:`PROBE`, :data:`ONCE`, :data:`LOOP`, see :data:`SCHEDULES`). The probe schedule
+(``Recorder(jacobian_schedule=...)``, sparser) records what needs per-sample passes over the
+probe batch: ``delta_alignment``, the Jacobian quantities and, for DFA layers,
+``feedback_alignment`` and ``feedback_norm_ratio`` (their probe-mean true Jacobian); these are
+NaN at the other steps.
 
 Raw tensors (opt-in per layer) live on their own dim ``raw_step`` (coordinate ``raw_epoch``), one
 variable per layer named ``<quantity>__<layer>`` (:data:`RAW_QUANTITIES`), with that layer's own
@@ -32,12 +37,20 @@ recorder computes.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import xarray as xr
 
 DEG = "deg"
+
+
+MAIN, PROBE, ONCE, LOOP = "main", "probe", "once", "loop"
+"""Which records hold a variable (its attr ``schedule``): ``main`` every record of the main
+schedule; ``probe`` only the records of the probe schedule (``Recorder(jacobian_schedule=...)``,
+NaN at the others); ``once`` the static part (no step dim); ``loop`` the steps at which the
+training loop passed or logged it."""
+MAIN_DFA_PROBE = "main (DFA layers: probe)"
 
 
 @dataclass(frozen=True)
@@ -46,10 +59,13 @@ class Variable:
     long_name: str
     units: str
     description: str
+    schedule: str = ""
+    """:data:`MAIN`, :data:`PROBE`, :data:`ONCE`, :data:`LOOP` or :data:`MAIN_DFA_PROBE`."""
 
     @property
     def attrs(self) -> dict[str, str]:
-        return {"long_name": self.long_name, "units": self.units, "description": self.description}
+        attrs = {"long_name": self.long_name, "units": self.units, "description": self.description}
+        return attrs | ({"schedule": self.schedule} if self.schedule else {})
 
 
 STEP, LAYER = ("step",), ("step", "layer")
@@ -68,6 +84,15 @@ VARIABLES: dict[str, Variable] = {
         "s",
         "Wall-clock time the recorder spent computing this record (its passes and quantities, "
         "not the write to disk); compare with the time of a training step for the overhead.",
+    ),
+    "elapsed_seconds": Variable(
+        STEP,
+        "elapsed time",
+        "s",
+        "Wall-clock time of the run up to the end of this record, from the recorder's first "
+        "step (training, evaluation and recording; a resumed run continues its checkpoint's "
+        "count, without the time it was stopped). With record_seconds it gives the recording "
+        "overhead (alignment info).",
     ),
     "lr": Variable(STEP, "learning rate", "1", "Learning rate of the first parameter group."),
     "weight_decay": Variable(STEP, "weight decay", "1", "Coupled L2 coefficient (first group)."),
@@ -145,6 +170,21 @@ VARIABLES: dict[str, Variable] = {
     "feedback_residual_rel": Variable(
         LAYER, "relative feedback residual", "1", "PFA: ‖R − BᵀW‖/‖BᵀW‖; KP: ‖B − W‖/‖W‖."
     ),
+    "feedback_residual_predicted": Variable(
+        STEP,
+        "predicted residual factor c_t",
+        "1",
+        "The factor c_t by which SGD with coupled L2 (the same lr, momentum and weight decay on "
+        "W and on R; KP: on W and B) shrinks R − BᵀW (KP: B − W) over the updates between the "
+        "reference step (the first the recorder saw, usually 0; c = 1 there) and this record: "
+        "feedback_residual / its value at the reference = c_t in every PFA and KP layer. "
+        "Computed by the recorder from the optimizer's lr, momentum and weight decay at every "
+        "update (alignment.theory.decay_step). NaN where the identity does not hold or the "
+        "recursion cannot know its state: no optimizer or not torch.optim.SGD, tracked tensors "
+        "in groups with different settings or without gradients, masked (sparse) learned "
+        "feedback, momentum buffers older than the recorder, a record continued without the "
+        "checkpoint's recorder state. Recorded with feedback_residual (PFA, PFA-o, KP).",
+    ),
     # once per run
     "bbt_eigenvalues": Variable(
         ("layer", "eig"), "eigenvalues of B·Bᵀ", "1", "PFA only; ascending, NaN-padded."
@@ -152,12 +192,30 @@ VARIABLES: dict[str, Variable] = {
     "probe_label": Variable(("sample",), "probe label", "1", "Labels of the fixed probe batch."),
 }
 
+SCHEDULES = {
+    **dict.fromkeys(("test_accuracy", "test_loss", "val_accuracy", "val_loss"), LOOP),
+    **dict.fromkeys(
+        ("delta_alignment", "jacobian_alignment", "jacobian_sv_true", "jacobian_sv_fb"), PROBE
+    ),
+    **dict.fromkeys(("feedback_alignment", "feedback_norm_ratio"), MAIN_DFA_PROBE),
+    **dict.fromkeys(("bbt_eigenvalues", "probe_label"), ONCE),
+}
+"""Each variable's schedule (:data:`MAIN` where not listed)."""
+VARIABLES = {
+    name: replace(var, schedule=SCHEDULES.get(name, MAIN)) for name, var in VARIABLES.items()
+}
+
+TIMINGS = ("record_seconds", "elapsed_seconds")
+"""Wall-clock variables: the only ones in which two runs with the same seed differ."""
+
 PROBE_INPUT_DIMS = {
     2: ("sample", "feature"),
     3: ("sample", "position", "feature"),
     4: ("sample", "channel", "height", "width"),
 }
-PROBE_INPUT = Variable(("sample",), "probe input", "1", "Inputs of the fixed probe batch.")
+PROBE_INPUT = Variable(
+    ("sample",), "probe input", "1", "Inputs of the fixed probe batch.", schedule=ONCE
+)
 
 REQUIRED_ATTRS = (
     "config",
@@ -209,7 +267,11 @@ def user_variable(name: str, units: str = "1") -> tuple[str, Variable]:
             f"user scalar name {name!r} must be a Python identifier not starting with '_'"
         )
     return f"{USER_PREFIX}{name}", Variable(
-        STEP, name, units or "1", f"User scalar {name!r}, logged by the training loop."
+        STEP,
+        name,
+        units or "1",
+        f"User scalar {name!r}, logged by the training loop.",
+        schedule=LOOP,
     )
 
 
@@ -390,7 +452,11 @@ def validate(ds: xr.Dataset, *, attrs: bool = True) -> xr.Dataset:
                 raise SchemaError(f"dataset attr {key!r} is not valid JSON: {error}") from None
         if "tags" in ds.attrs:
             try:
-                check_tags(json.loads(ds.attrs["tags"]))
+                tags = json.loads(ds.attrs["tags"])
+                combined = "run_dims" in ds.attrs and isinstance(tags, list)
+                for each in tags if combined else [tags]:  # combined runs: one per run
+                    if each is not None or not combined:
+                        check_tags(each)
             except (TypeError, ValueError) as error:
                 raise SchemaError(f"dataset attr 'tags' is invalid: {error}") from None
     lead = _run_dims(ds)

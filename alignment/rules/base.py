@@ -51,6 +51,12 @@ class Rule:
 
     name: ClassVar[str]
     equation: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+    """Display label in tables and figures ('PFA-o'); '' = the name upper-cased."""
+    color: ClassVar[str] = ""
+    """Matplotlib colour in every figure ('C3'); '' = a stable colour derived from the name."""
+    alignment_kind: ClassVar[str] = "feedback"
+    """What ``feedback_alignment`` measures for the rule: 'weight', 'path', 'DFA', '' (BP)."""
     native_backward: ClassVar[bool] = False
     """True when the rule's backward is exactly torch autograd's (BP): the layer then runs the
     plain torch op, with no custom Function in the graph."""

@@ -15,6 +15,9 @@ class BP(Rule):
     runs the plain torch op and its backward is autograd's own."""
 
     name = "bp"
+    label = "BP"
+    color = "C0"
+    alignment_kind = ""
     equation = "e_in = δ W"
     native_backward = True
 

@@ -103,6 +103,9 @@ class DFA(Rule):
     """e_in = e_out (D∘M); D fixed, Xavier-uniform, C × N_in (conv: C × C_in × kh × kw)."""
 
     name = "dfa"
+    label = "DFA"
+    color = "C2"
+    alignment_kind = "DFA"
     equation = "e_in = e_out D"
     density: float = 1.0
     init: str = "xavier"

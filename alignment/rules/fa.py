@@ -23,6 +23,9 @@ class FA(Rule):
     """e_in = δ (B∘M); B fixed, W's shape, Xavier-uniform like W; M a Bernoulli(ρ) mask if ρ < 1."""
 
     name = "fa"
+    label = "FA"
+    color = "C1"
+    alignment_kind = "weight"
     equation = "e_in = δ B"
     density: float = 1.0
     init: str = "xavier"

@@ -16,6 +16,9 @@ class KP(FA):
     B − W contracts by the same factor c_t as PFA's R − BᵀW."""
 
     name = "kp"
+    label = "KP"
+    color = "C6"
+    alignment_kind = "weight"
     equation = "e_in = δ B,  ΔB = ΔW"
 
     def create_feedback(self, layer) -> None:

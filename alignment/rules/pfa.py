@@ -58,6 +58,9 @@ class PFA(Rule):
     """e_in = δ (B∘M_B)(R∘M_R); grad_R = M_R ∘ ((B∘M_B)ᵀ grad_W); B fixed, R learned."""
 
     name = "pfa"
+    label = "PFA"
+    color = "C3"
+    alignment_kind = "path"
     equation = "e_in = (δ B) R,  ΔR ∝ Bᵀ ΔW"
     k: int = 10
     b_init: str = "random"
@@ -109,6 +112,9 @@ class PFAO(PFA):
     """PFA-o: PFA with k = 1 and an orthogonal B (B Bᵀ = I)."""
 
     name = "pfa_o"
+    label = "PFA-o"
+    color = "C5"
+    alignment_kind = "path"
     equation = "PFA with k = 1, B orthogonal"
     k: int = 1
     b_init: str = "orthogonal"

@@ -31,6 +31,9 @@ class USF(Rule):
     """uSF: e_in = δ (s·sign(W) ∘ M), s = sqrt(2/(fan_in+fan_out)), recomputed every forward."""
 
     name = "usf"
+    label = "uSF"
+    color = "C4"
+    alignment_kind = "weight"
     equation = "e_in = δ (s·sign W)"
     density: float = 1.0
 
@@ -54,6 +57,9 @@ class FRSF(Rule):
     """frSF: e_in = δ (|B|∘sign(W) ∘ M) with B fixed random (Xavier-uniform like W)."""
 
     name = "frsf"
+    label = "frSF"
+    color = "C7"
+    alignment_kind = "weight"
     equation = "e_in = δ (|B|∘sign W)"
     density: float = 1.0
     init: str = "xavier"
@@ -81,6 +87,9 @@ class BRSF(FRSF):
     """
 
     name = "brsf"
+    label = "brSF"
+    color = "C8"
+    alignment_kind = "weight"
     equation = "e_in = δ (|B_t|∘sign W), B_t new each batch"
 
     def feedback(self, layer, x: Tensor | None = None) -> Tensor:

@@ -80,8 +80,10 @@ def compare(
 ) -> tuple[float, float, float, float]:
     """(angle(a, b) in degrees, ‖a‖/‖b‖, ‖a‖, ‖b‖), each NaN where undefined.
 
-    The same operations as :func:`alignment.metrics.angle` (Kahan's form in float64) and
-    :func:`alignment.metrics.norm_ratio`, written into reusable buffers.
+    :func:`alignment.metrics.angle`'s Kahan form 2·atan2(‖â − b̂‖, ‖â + b̂‖) in float64, with
+    both norms scaled by ‖a‖: 2·atan2(‖a − r·b‖, ‖a + r·b‖), r = ‖a‖/‖b‖, so that no normalised
+    copy is written (two fused passes instead of four over float64 buffers reused between records;
+    equal to ``metrics.angle`` to rounding, about 1e-13 degrees).
     """
     if a is None or b is None:
         return NAN, NAN, safe_norm(a), safe_norm(b)
@@ -98,10 +100,9 @@ def compare(
     fa, fb = float(na), float(nb)
     if fa == 0.0 or fb == 0.0:
         return NAN, (fa / fb if fb > 0 else NAN), fa, fb
-    ua.div_(na)
-    ub.div_(nb)
-    diff = torch.linalg.vector_norm(torch.sub(ua, ub, out=tmp))
-    summ = torch.linalg.vector_norm(torch.add(ua, ub, out=tmp))
+    r = fa / fb
+    diff = torch.linalg.vector_norm(torch.sub(ua, ub, alpha=r, out=tmp))
+    summ = torch.linalg.vector_norm(torch.add(ua, ub, alpha=r, out=tmp))
     theta = 2.0 * torch.atan2(diff, summ) * DEGREES_PER_RADIAN
     return float(theta), fa / fb, fa, fb
 

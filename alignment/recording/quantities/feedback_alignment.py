@@ -7,6 +7,9 @@ DFA's D (C × input) has no W to compare with. Its counterpart is the true map f
 error to the layer *input*: the feedback map e_out ↦ e_in the rule uses (for a linear layer this
 is exactly D; for a conv layer the transposed convolution of the tiled e_out with D) is compared
 with the true Jacobian of the logits w.r.t. the layer input, averaged over the probe batch.
+That mean Jacobian takes C vector-Jacobian products over the probe (several training steps), so
+DFA layers are measured on the probe schedule (``Recorder(jacobian_schedule=...)``) and are NaN
+at the other records; every other rule's layers at every record.
 """
 
 from __future__ import annotations
@@ -28,9 +31,11 @@ class FeedbackAlignment(Quantity):
         net = ctx.net
         angles, ratios = {}, {}
         dfa = set(net.dfa)
-        maps = ctx.dfa_maps if dfa else None
+        maps = ctx.dfa_maps if dfa and ctx.probe_record else None
         for name, layer in net.layers.items():
             if name in dfa:
+                if not ctx.probe_record:
+                    continue  # NaN: the probe-mean Jacobian is a probe-schedule quantity
                 fb, true = maps.fb[name], maps.true[name]
             else:
                 fb, true = ctx.feedback_matrices[name], layer.weight.detach()

@@ -1,9 +1,12 @@
-"""feedback_residual and feedback_residual_rel, per layer (PFA, PFA-o and Kolen–Pollack only).
+"""feedback_residual and feedback_residual_rel, per layer (PFA, PFA-o and Kolen–Pollack only),
+and the network-level feedback_residual_predicted.
 
 PFA: ‖R − BᵀW‖ and ‖R − BᵀW‖/‖BᵀW‖ (conv: (BᵀW)[m] = Σ_o B[o,m] W[o]), the distance from the
-fixed point R* = BᵀW that weight decay contracts (PFA.md §3.1). Kolen–Pollack: ‖B − W‖ and
-‖B − W‖/‖W‖. B and R with their sparsity masks applied, as the backward uses them. NaN for layers
-under other rules.
+fixed point R* = BᵀW that weight decay contracts (arXiv 2405.20594, §3). Kolen–Pollack: ‖B − W‖
+and ‖B − W‖/‖W‖. B and R with their sparsity masks applied, as the backward uses them. NaN for
+layers under other rules. feedback_residual_predicted: the factor c_t by which SGD with coupled
+L2 has shrunk R − BᵀW (KP: B − W) since the reference step, tracked by the recorder at every
+optimizer step (:mod:`alignment.recording.decay`); NaN where that identity does not hold.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ def applies_to(layer: FeedbackLayer) -> bool:
 
 
 class FeedbackResidual(Quantity):
-    variables = ("feedback_residual", "feedback_residual_rel")
+    variables = ("feedback_residual", "feedback_residual_rel", "feedback_residual_predicted")
 
     def applies(self, net: Network) -> bool:
         return any(applies_to(layer) for layer in net.layers.values())
@@ -61,6 +64,7 @@ class FeedbackResidual(Quantity):
         return {
             "feedback_residual": per_layer(ctx.net, absolute),
             "feedback_residual_rel": per_layer(ctx.net, relative),
+            "feedback_residual_predicted": np.float64(ctx.residual_factor),
         }
 
 
