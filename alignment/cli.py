@@ -31,15 +31,15 @@ def _resume(args: argparse.Namespace) -> int:
     from alignment.training.distributed import shutdown, world_from_env
     from alignment.training.trainer import DONE
 
-    if (Path(args.run_dir) / DONE).exists():
-        print(f"{args.run_dir} is already finished ({DONE}); nothing to resume")
-        _print_info(Path(args.run_dir))
-        return 0
+    # Under torchrun every rank must take the same path, so the DONE check is resume()'s
+    # (under the run lock, rank 0's answer broadcast), not a look at the folder here.
     try:
         result = resume(Path(args.run_dir), device=args.device, quiet=args.quiet)
     finally:
         shutdown()
     if world_from_env().is_main:
+        if result.already_finished:
+            print(f"{args.run_dir} is already finished ({DONE}); nothing to resume")
         _print_info(result.run_dir)
     return 0
 

@@ -90,6 +90,33 @@ def test_two_processes_train_what_one_process_trains(tmp_path: Path, rule: dict)
     _assert_same_training(tmp_path / "ddp" / "seed0", reference.run_dir)
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc), children before grandchildren."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and its descendants at once. torchrun starts each rank in a session of
+    its own, so killing torchrun's process group leaves the ranks running."""
+    for each in [pid, *_descendants(pid)]:
+        try:
+            os.kill(each, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def test_a_killed_distributed_run_resumes_to_the_single_process_result(tmp_path: Path) -> None:
     config = _config({"name": "pfa", "k": 2}, epochs=6, checkpoint_every=1)
     (reference,) = train(config_from_dict(config), tmp_path / "single", quiet=True)
@@ -110,7 +137,7 @@ def test_a_killed_distributed_run_resumes_to_the_single_process_result(tmp_path:
     while checkpoint_step(run_dir) < 3 and process.poll() is None:
         assert time.monotonic() < deadline, "the distributed run made no progress"
         time.sleep(0.01)
-    os.killpg(process.pid, signal.SIGKILL)  # torchrun and both ranks
+    _kill_tree(process.pid)  # torchrun and both ranks (each rank has a session of its own)
     process.wait()
     assert not (run_dir / "DONE").exists(), "the run finished before it could be killed"
     killed_at = checkpoint_step(run_dir)

@@ -15,7 +15,7 @@ import json
 import math
 import random
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -64,6 +64,8 @@ class RunResult:
     final_accuracy: float
     best_accuracy: float
     steps: int
+    already_finished: bool = False
+    """True if the run was finished before this call (nothing was trained)."""
 
 
 def resolve_device(device: str) -> str:
@@ -501,10 +503,10 @@ def resume(run_dir: Path, *, device: str | None = None, quiet: bool = False) -> 
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
     world, _ = setup(resolve_device(device or config.device))
-    with hold_run(run_dir, world):
-        result = finished(run_dir)
+    with hold_run(run_dir, world):  # every rank decides under rank 0's lock, together
+        result = world.broadcast(finished(run_dir))
         if result is not None:
-            return result
+            return replace(result, already_finished=True)
         has_checkpoint = (run_dir / CHECKPOINT).exists()
         return train_run(
             config, run_dir, config.seeds[0], device=device, quiet=quiet, resume=has_checkpoint
