@@ -50,7 +50,7 @@ def test_the_trainer_record_holds_the_config_based_prediction(tmp_path: Path) ->
         "rule.k=2",
     ]
     config = load_config("demo/pfa", overrides)
-    (result,) = train(config, tmp_path, quiet=True)
+    (result,) = train(config, tmp_path, seeds=[0], quiet=True)
     ds = open_run(result.run_dir)
     recorded = ds["feedback_residual_predicted"]
     assert recorded.attrs["units"] == "1" and recorded.dims == ("step",)

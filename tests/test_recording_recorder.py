@@ -344,5 +344,7 @@ def test_recorder_state_round_trip_is_small(tmp_path) -> None:
         rec.step(*data, epoch=2)
         state = rec.state_dict()
     decay = {"c": 1.0, "buf": None, "started": True, "valid": False}  # FA: no residual
+    elapsed = state.pop("elapsed_seconds")  # the run's wall-clock time so far
+    assert isinstance(elapsed, float) and 0 < elapsed < 60
     assert state == {"step": 1, "epoch": 2, "last_recorded": 0, "residual_decay": decay}
     copy.deepcopy(state)
