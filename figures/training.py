@@ -48,11 +48,38 @@ VARIABLES = (
 @dataclass(frozen=True)
 class Spec:
     """A training figure: its name, the data sets it is for (empty: any the others are not for)
-    and its paper label."""
+    and its paper label. Its methods are the figure interface of :mod:`figures.build`
+    (``supports``, ``figure_data``, ``make_figure``) and the command line (``main``); the modules
+    ``fig2_mnist``, ``fig4_cifar10``, ``fig5_imagenet`` and ``fig_training`` expose them."""
 
     name: str
     datasets: tuple[str, ...]
     paper: str = ""
+
+    def supports(self, ds: xr.Dataset) -> str | None:
+        """None if the runs can draw this figure, else why not (one line)."""
+        return supports(ds, datasets=self.datasets)
+
+    def figure_data(self, ds: xr.Dataset, **options) -> xr.Dataset:
+        """:func:`figure_data` (the same for every training figure)."""
+        return figure_data(ds, **options)
+
+    def make_figure(self, ds: xr.Dataset, *, title: str | None = None) -> Figure:
+        """The figure from runs (or from :func:`figure_data`); the title defaults to the data
+        set."""
+        return make_figure(ds, title=title)
+
+    def main(self, argv: Sequence[str] | None = None, *, description: str | None = None) -> int:
+        """``python -m figures.<name> RUNS... --out DIR``."""
+        from figures._cli import run_figure
+
+        return run_figure(
+            argv,
+            name=self.name,
+            description=description,
+            figure_data=figure_data,
+            make_figure=make_figure,
+        )
 
 
 PAPER_FIGURES = (
