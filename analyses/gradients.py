@@ -14,9 +14,11 @@ from analyses.trajectories import with_depth
 
 
 def update_norm_ratio(ds: xr.Dataset) -> xr.DataArray:
-    """‖rule update‖/‖BP gradient‖ per step and layer."""
+    """‖rule update‖/‖BP gradient‖ per step and layer (NaN where the BP gradient is zero, e.g.
+    a layer no loss reaches)."""
+    bp = ds["grad_bp_norm"]
     return labelled(
-        ds["grad_norm"] / ds["grad_bp_norm"],
+        ds["grad_norm"] / bp.where(bp > 0),  # NaN / NaN is silent, 0 / 0 warns
         "update norm ratio",
         "1",
         "‖grad_W under the rule‖ / ‖grad_W under BP‖, same weights and batch.",
