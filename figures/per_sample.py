@@ -4,8 +4,9 @@ sample)."""
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -88,6 +89,14 @@ def _boxplot(
         saturation=1.0,
         legend=False,
     )
+    with _seeded_jitter():
+        _strip(frame, layers, labels, rules, ax)
+
+
+def _strip(
+    frame: pd.DataFrame, layers: Sequence[str], labels: list[str], rules: Sequence[str], ax: Axes
+) -> None:
+    """Every sample as a dot over its box."""
     sns.stripplot(
         frame,
         x="layer",
@@ -105,3 +114,15 @@ def _boxplot(
         legend=False,
         zorder=3,
     )
+
+
+@contextlib.contextmanager
+def _seeded_jitter(seed: int = 0) -> Iterator[None]:
+    """seaborn jitters strip plots with numpy's global random state: draw it from a fixed seed,
+    so the same data give the same picture, and leave the caller's state as it was."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
