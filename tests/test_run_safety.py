@@ -152,7 +152,6 @@ def test_a_second_train_on_one_folder_exits_at_once_and_the_first_finishes(
     assert not is_locked(out / "seed0")
 
 
-@pytest.mark.slow  # three processes that import torch: ~25 s on 2 busy cores
 def test_a_second_resume_exits_at_once_and_a_killed_holder_never_blocks(
     runs: dict[str, Path], interrupted: Path
 ) -> None:
@@ -556,7 +555,6 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-@pytest.mark.slow  # a sweep and two workers that import torch: ~40 s on 2 busy cores
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds processes in /proc")
 def test_sweep_workers_die_with_a_killed_sweep(tmp_path: Path) -> None:
     from alignment.sweeps import expand, load_spec
