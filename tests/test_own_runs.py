@@ -275,3 +275,17 @@ def test_a_second_recorder_on_a_run_being_recorded_is_refused(tmp_path: Path) ->
         thread.join()
     assert not errors, errors
     assert run_state(tmp_path / "run") == State.FINISHED
+
+
+def test_info_into_a_closed_pipe_stops_quietly(ten: list[Path]) -> None:
+    """`alignment info RUNS | head -1`: the reader goes away; no error line, no traceback."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "alignment", "info", str(ten[0].parents[1])]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        process.stdout.close()  # before anything is written
+        err = process.stderr.read()
+        process.wait(timeout=120)
+    assert process.returncode == 141 and err == ""
