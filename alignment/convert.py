@@ -20,7 +20,8 @@ ORDINARY_AUTOGRAD = (
     nn.GroupNorm,
     nn.PReLU,
 )
-"""Layers with parameters that stay ordinary autograd on purpose (spec §1), without a warning."""
+"""Layers with parameters that stay ordinary autograd on purpose, without a warning: the rules
+change only the backward of Linear and Conv layers (README, "Learning rules")."""
 
 
 class UnconvertedLayerWarning(UserWarning):
