@@ -74,46 +74,29 @@ def panel_boxes(
 def _boxplot(
     frame: pd.DataFrame, ax: Axes, layers: Sequence[str], labels: list[str], rules: Sequence[str]
 ) -> None:
-    sns.boxplot(
-        frame,
-        x="layer",
-        y="value",
-        hue="rule",
-        order=list(layers),
-        hue_order=labels,
-        palette={rule_label(r): style.rule_color(r) for r in rules},
-        ax=ax,
-        linewidth=0.6,
-        fliersize=0.0,
-        width=0.8,
-        saturation=1.0,
-        legend=False,
-    )
+    """A box per layer and rule, with every sample drawn as a dot over it."""
+    common = {
+        "x": "layer",
+        "y": "value",
+        "hue": "rule",
+        "order": list(layers),
+        "hue_order": labels,
+        "palette": {rule_label(r): style.rule_color(r) for r in rules},
+        "ax": ax,
+        "legend": False,
+    }
+    sns.boxplot(frame, **common, linewidth=0.6, fliersize=0.0, width=0.8, saturation=1.0)
     with _seeded_jitter():
-        _strip(frame, layers, labels, rules, ax)
-
-
-def _strip(
-    frame: pd.DataFrame, layers: Sequence[str], labels: list[str], rules: Sequence[str], ax: Axes
-) -> None:
-    """Every sample as a dot over its box."""
-    sns.stripplot(
-        frame,
-        x="layer",
-        y="value",
-        hue="rule",
-        order=list(layers),
-        hue_order=labels,
-        palette={rule_label(r): style.rule_color(r) for r in rules},
-        ax=ax,
-        dodge=True,
-        size=1.6,
-        jitter=0.25,
-        edgecolor="0.15",
-        linewidth=0.3,
-        legend=False,
-        zorder=3,
-    )
+        sns.stripplot(
+            frame,
+            **common,
+            dodge=True,
+            size=1.6,
+            jitter=0.25,
+            edgecolor="0.15",
+            linewidth=0.3,
+            zorder=3,
+        )
 
 
 @contextlib.contextmanager
