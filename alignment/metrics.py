@@ -1,4 +1,6 @@
-"""Alignment metrics between a feedback path and the forward weights (spec §4).
+"""Alignment metrics between a feedback path and the forward weights.
+
+As Li & Benna (arXiv 2405.20594) define them:
 
 * :func:`angle` — the angle in degrees between two tensors, flattened:
   ``angle(a, b) = (180/π)·arccos(clip(⟨â, b̂⟩, −1, 1))`` with ``â = a/‖a‖``.
@@ -73,7 +75,7 @@ def _kahan_angle_deg(ua: Tensor, ub: Tensor, dim: int | None) -> Tensor:
 
 
 def angle(a: Tensor, b: Tensor) -> Tensor:
-    """Angle in degrees between ``a`` and ``b`` as flattened vectors (spec §4).
+    """Angle in degrees between ``a`` and ``b`` as flattened vectors (the paper's angle).
 
     ``angle(a, b) = (180/π)·arccos(clip(⟨â, b̂⟩, −1, 1))``, ``â = vec(a)/‖a‖``, ``b̂ = vec(b)/‖b‖``,
     evaluated in the equivalent, better-conditioned form ``2·atan2(‖â − b̂‖, ‖â + b̂‖)``.
@@ -133,7 +135,7 @@ def angle_rows(a: Tensor, b: Tensor) -> Tensor:
 
 
 def norm_ratio(a: Tensor, b: Tensor) -> Tensor:
-    """Norm ratio ``‖a‖ / ‖b‖`` of two tensors (Frobenius / flattened 2-norm), spec §4.
+    """Norm ratio ``‖a‖ / ‖b‖`` of two tensors (Frobenius / flattened 2-norm).
 
     Args:
         a, b: floating-point tensors of the same shape.

@@ -1,9 +1,21 @@
-"""Closed forms of the PFA theory (spec §3) and a Monte-Carlo check of them.
+"""Closed forms of the PFA theory (Li & Benna, arXiv 2405.20594) and a Monte-Carlo check of them.
 
-Conventions (spec §1–2): W is N_out × N_in; PFA's feedback is B (N_out × N_mid, fixed) times
+The theory, as numbered properties that the rest of the code and the tests refer to:
+
+1. *Weight decay aligns the product exactly*: D = R − BᵀW contracts by the same factor as the
+   weights each step, whatever the data (:func:`decay_factors`).
+2. *Fixed point*: R* = BᵀW, so the effective feedback is B Bᵀ W (PFA-o: exactly W).
+3. *Spectrum of B Bᵀ*: Marchenko–Pastur, mean 1, variance 1/k (:func:`marchenko_pastur`).
+4. *Alignment vs expansion ratio k*: cos θ = √(k/(k+1)), norm ratio √(1 + 1/k)
+   (:func:`expected_angle`, :func:`expected_norm_ratio`).
+5. *Sparse feedback* (density ρ on B and R): cos θ ≈ 1/√(1 + 1/(ρk)).
+6. *Values at initialisation* (:func:`initial_path_norm_ratio`, :func:`usf_initial_angle`,
+   :func:`fa_initial_angle`).
+
+Conventions: W is N_out × N_in; PFA's feedback is B (N_out × N_mid, fixed) times
 R (N_mid × N_in, learned), N_mid = k·N_out; B is Xavier-uniform with gain √((1+1/k)/2/ρ), so its
 entries have variance 1/(ρ·N_mid) before the Bernoulli(ρ) mask and 1/N_mid after it, and
-E[B Bᵀ] = I. At the weight-decay fixed point R* = Bᵀ W (spec §3.2) the effective feedback is
+E[B Bᵀ] = I. At the weight-decay fixed point R* = Bᵀ W (property 2) the effective feedback is
 F = B Bᵀ W; with a density-ρ mask P on R it is F = B (P ⊙ Bᵀ W).
 
 Everything here takes numbers or NumPy arrays (broadcast against each other) and returns a
@@ -69,7 +81,7 @@ def _density(x: ArrayLike) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# Moments of the effective feedback (spec §3.3-3.5)
+# Moments of the effective feedback (properties 3–5)
 # --------------------------------------------------------------------------------------------
 
 
@@ -79,7 +91,7 @@ def eigenvalue_second_moment(
     n_out: ArrayLike | None = None,
     kappa: float = KAPPA_UNIFORM,
 ) -> float | np.ndarray:
-    """Second moment E[λ²] = E[tr (B Bᵀ)²]/N_out of the eigenvalues of B Bᵀ (spec §3.3-3.4).
+    """Second moment E[λ²] = E[tr (B Bᵀ)²]/N_out of the eigenvalues of B Bᵀ (properties 3–4).
 
     Assumptions: B is N_out × N_mid, N_mid = k·N_out, with i.i.d. centred entries of variance
     1/N_mid and kurtosis κ_B = E[b⁴]/E[b²]². For a Bernoulli(ρ) mask on entries of variance
@@ -112,7 +124,7 @@ def path_moments(
     b_masked: bool = True,
     r_masked: bool = True,
 ) -> tuple[float | np.ndarray, float | np.ndarray]:
-    """First and second moments of the fixed-point feedback F relative to W (spec §3.4-3.5).
+    """First and second moments of the fixed-point feedback F relative to W (properties 4–5).
 
     F = B (P ⊙ Bᵀ W) where P is a Bernoulli(ρ_R) mask on R (ρ_R = ρ if ``r_masked`` else 1) and
     B has κ_B = κ/ρ_B (ρ_B = ρ if ``b_masked`` else 1), entries of variance 1/N_mid (see
@@ -151,13 +163,13 @@ def expected_angle(
     b_masked: bool = True,
     r_masked: bool = True,
 ) -> float | np.ndarray:
-    """Expected path alignment angle(W, F) in degrees at PFA's fixed point (spec §3.4-3.5).
+    """Expected path alignment angle(W, F) in degrees at PFA's fixed point (properties 4–5).
 
     cos θ = E⟨W, F⟩ / √(E‖W‖²·E‖F‖²) = m1/√m2 with m1, m2 from :func:`path_moments`:
 
-    * dense, large size (spec §3.4): cos θ = √(k/(k+1)) — 45.00°, 17.55°, 5.71° at k = 1, 10, 100;
+    * dense, large size (property 4): cos θ = √(k/(k+1)) — 45.00°, 17.55°, 5.71° at k = 1, 10, 100;
     * dense, finite size: cos θ = 1/√E[λ²], E[λ²] = 1 + (N_out − 1)/N_mid + (κ − 1)/N_mid;
-    * sparse, large size (spec §3.5, masks on B and R): cos θ = 1/√(1 + 1/(ρk));
+    * sparse, large size (property 5, masks on B and R): cos θ = 1/√(1 + 1/(ρk));
     * sparse, finite size: cos θ = 1/√((N_mid − 1)/N_mid + (N_out − 1 + κ/ρ_B)/(ρ_R·N_mid)).
 
     ``b_masked=True, r_masked=False`` gives angle(W, B Bᵀ W) for a masked B, where sparsity only
@@ -186,7 +198,7 @@ def expected_norm_ratio(
     b_masked: bool = True,
     r_masked: bool = True,
 ) -> float | np.ndarray:
-    """Expected path norm ratio ‖F‖/‖W‖ at PFA's fixed point (spec §3.4-3.5), as √m2.
+    """Expected path norm ratio ‖F‖/‖W‖ at PFA's fixed point (properties 4–5), as √m2.
 
     * dense, large size: ‖B Bᵀ W‖/‖W‖ = √(1 + 1/k) (1.049 at k = 10);
     * sparse, large size: ‖B R‖/‖W‖ = ρ·√(1 + 1/(ρk)).
@@ -233,7 +245,7 @@ def realised_path_alignment(b: np.ndarray, density: float = 1.0) -> tuple[float,
 
 
 # --------------------------------------------------------------------------------------------
-# Spectrum of B Bᵀ (spec §3.3)
+# Spectrum of B Bᵀ (property 3)
 # --------------------------------------------------------------------------------------------
 
 
@@ -248,7 +260,7 @@ class MarchenkoPastur(NamedTuple):
 
 
 def marchenko_pastur(k: ArrayLike) -> MarchenkoPastur:
-    """Marchenko–Pastur law of the eigenvalues of B Bᵀ (spec §3.3).
+    """Marchenko–Pastur law of the eigenvalues of B Bᵀ (property 3).
 
     B is N_out × N_mid with i.i.d. entries of variance 1/N_mid, so B Bᵀ (N_out × N_out) is a
     Wishart matrix with aspect ratio y = N_out/N_mid = 1/k and scale 1:
@@ -271,7 +283,7 @@ def marchenko_pastur(k: ArrayLike) -> MarchenkoPastur:
 
 
 def marchenko_pastur_pdf(x: ArrayLike, k: ArrayLike) -> float | np.ndarray:
-    """Continuous Marchenko–Pastur density of the eigenvalues of B Bᵀ (spec §3.3).
+    """Continuous Marchenko–Pastur density of the eigenvalues of B Bᵀ (property 3).
 
     With y = N_out/N_mid = 1/k, a = (1 − √y)², b = (1 + √y)²:
 
@@ -292,7 +304,7 @@ def marchenko_pastur_pdf(x: ArrayLike, k: ArrayLike) -> float | np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# Weight decay aligns the product exactly (spec §3.1)
+# Weight decay aligns the product exactly (property 1)
 # --------------------------------------------------------------------------------------------
 
 
@@ -331,7 +343,7 @@ def decay_factors(
     dampening: float = 0.0,
     nesterov: bool = False,
 ) -> np.ndarray:
-    """Exact factors c_t with D_t = c_t·D_0, D = R − Bᵀ W, under ``torch.optim.SGD`` (spec §3.1).
+    """Exact factors c_t with D_t = c_t·D_0, D = R − Bᵀ W, under ``torch.optim.SGD`` (property 1).
 
     Since grad_R = Bᵀ grad_W for any data and loss, the data terms cancel in D and SGD with
     coupled L2 (d = g + λ_t·p on both W and R, the same lr, momentum and weight decay) acts on D
@@ -340,7 +352,7 @@ def decay_factors(
     * plain SGD (μ = 0):  c_{t+1} = c_t·(1 − η_t λ_t);
     * momentum μ (PyTorch: first buffer = first d_p, then buf = μ·buf + (1 − dampening)·d_p):
       b_1 = λ_0 c_0,  b_{t+1} = μ b_t + (1 − dampening)·λ_t c_t,  c_{t+1} = c_t − η_t·s_{t+1},
-      with s_{t+1} = b_{t+1} (spec §3.1 recursion, dampening 0), or
+      with s_{t+1} = b_{t+1} (property 1's recursion, dampening 0), or
       s_{t+1} = λ_t c_t + μ b_{t+1} with ``nesterov=True``.
 
     Verified against ``torch.optim.SGD`` in float64 to 1e-10 (tests/test_theory.py), including
@@ -402,12 +414,12 @@ def decay_step(
 
 
 # --------------------------------------------------------------------------------------------
-# Values at initialisation (spec §3.6)
+# Values at initialisation (property 6)
 # --------------------------------------------------------------------------------------------
 
 
 def initial_path_norm_ratio(n_in: ArrayLike, n_out: ArrayLike, k: ArrayLike) -> float | np.ndarray:
-    """PFA path norm ratio ‖B R‖/‖W‖ at Xavier initialisation (spec §3.6).
+    """PFA path norm ratio ‖B R‖/‖W‖ at Xavier initialisation (property 6).
 
     W and R are Xavier-uniform: Var W = 2/(N_in + N_out), Var R = 2/(N_in + k·N_out); B is
     independent of R with E tr(Bᵀ B) = N_out. Hence E‖B R‖² = N_in·N_out·Var R and
@@ -425,7 +437,7 @@ def initial_path_norm_ratio(n_in: ArrayLike, n_out: ArrayLike, k: ArrayLike) -> 
 
 
 def usf_initial_angle(distribution: str = "uniform") -> float:
-    """Angle in degrees between W and its sign-symmetric feedback s·sign(W) at init (spec §3.6).
+    """Angle in degrees between W and its sign-symmetric feedback s·sign(W) at init (property 6).
 
     For i.i.d. centred entries, cos θ = ⟨W, sign W⟩/(‖W‖·‖sign W‖) = Σ|w|/(√(Σw²)·√n)
     → E|w|/√(E w²) (the scale s cancels):
@@ -443,7 +455,7 @@ def usf_initial_angle(distribution: str = "uniform") -> float:
 
 
 def fa_initial_angle() -> float:
-    """Angle between W and an independent random feedback matrix at init: 90° (spec §3.6).
+    """Angle between W and an independent random feedback matrix at init: 90° (property 6).
 
     For independent centred W and B, ⟨W, B⟩/(‖W‖‖B‖) has mean 0 and standard deviation
     1/√(N_out·N_in), so the angle concentrates at 90° (PFA's B R at init likewise).
@@ -452,7 +464,7 @@ def fa_initial_angle() -> float:
 
 
 # --------------------------------------------------------------------------------------------
-# Monte Carlo (spec §7, Fig. 3)
+# Monte Carlo (the paper's Fig. 3)
 # --------------------------------------------------------------------------------------------
 
 _MC_ELEMENT_BUDGET = 1 << 23  # largest intermediate tensor per chunk, in elements (64 MiB f64)
@@ -537,7 +549,7 @@ def monte_carlo_alignment(
     seed: int = 0,
     b_init: str = "random",
 ) -> dict[str, np.ndarray]:
-    """Monte-Carlo of the fixed-point alignment and of the spectrum of B Bᵀ (spec §3.3-3.5, Fig. 3).
+    """Monte-Carlo of the fixed-point alignment and of B Bᵀ's spectrum (properties 3–5, Fig. 3).
 
     For each k: N_mid = round(k·N_out); ``draws`` independent W (N_out × N_in, Xavier-uniform) and
     B (N_out × N_mid, Xavier-uniform with gain √((1 + 1/k)/2/ρ) so Var = 1/(ρ·N_mid), then a
@@ -554,7 +566,7 @@ def monte_carlo_alignment(
     * ``eigenvalues``: (K, draws, N_out) eigenvalues of B Bᵀ, ascending;
     * ``angle``, ``norm_ratio``: (K, draws) angle(W, B Bᵀ W) in degrees and ‖B Bᵀ W‖/‖W‖;
     * ``path_angle``, ``path_norm_ratio``: (K, draws) the same for F = B (P ⊙ Bᵀ W), PFA's fixed
-      point with a masked R (spec §3.5); equal to ``angle``/``norm_ratio`` when ρ = 1.
+      point with a masked R (property 5); equal to ``angle``/``norm_ratio`` when ρ = 1.
     """
     ks = _positive(k, "k")
     if ks.ndim > 1:

@@ -15,7 +15,7 @@ import xarray as xr
 from alignment import theory
 
 PAPER_K = np.logspace(0, 2, 11)
-"""k ∈ logspace(0, 2, 11): 1 … 100 (spec §7)."""
+"""k ∈ logspace(0, 2, 11): 1 … 100 (the paper's Fig. 3)."""
 
 _ATTRS = {
     "k": ("expansion ratio k", "1", "N_mid/N_out requested (N_mid = round(k·N_out))."),
@@ -37,27 +37,27 @@ _ATTRS = {
         "expected angle(W, B·Bᵀ·W)",
         "deg",
         "Closed form with the finite-size term: cos θ = 1/√E[λ²], "
-        "E[λ²] = 1 + (N_out−1)/N_mid + (κ/ρ−1)/N_mid (spec §3.4).",
+        "E[λ²] = 1 + (N_out−1)/N_mid + (κ/ρ−1)/N_mid (theory property 4).",
     ),
     "expected_angle_limit": (
         "expected angle, large size",
         "deg",
-        "cos θ = √(k/(k+1)): 45.00°, 17.55°, 5.71° at k = 1, 10, 100 (spec §3.4).",
+        "cos θ = √(k/(k+1)): 45.00°, 17.55°, 5.71° at k = 1, 10, 100 (theory property 4).",
     ),
     "expected_path_angle": (
         "expected path alignment",
         "deg",
-        "Closed form with masks on B and R, finite size (spec §3.5).",
+        "Closed form with masks on B and R, finite size (theory property 5).",
     ),
     "expected_norm_ratio": (
         "expected ‖B·Bᵀ·W‖/‖W‖",
         "1",
-        "√E[λ²] with the finite-size term; √(1 + 1/k) for large sizes (spec §3.4).",
+        "√E[λ²] with the finite-size term; √(1 + 1/k) for large sizes (theory property 4).",
     ),
-    "mp_mean": ("Marchenko–Pastur mean", "1", "Mean eigenvalue of B·Bᵀ: 1 (spec §3.3)."),
-    "mp_variance": ("Marchenko–Pastur variance", "1", "Eigenvalue variance 1/k (spec §3.3)."),
-    "mp_low": ("Marchenko–Pastur lower edge", "1", "(1 − 1/√k)² (spec §3.3)."),
-    "mp_high": ("Marchenko–Pastur upper edge", "1", "(1 + 1/√k)² (spec §3.3)."),
+    "mp_mean": ("Marchenko–Pastur mean", "1", "Mean eigenvalue of B·Bᵀ: 1 (theory property 3)."),
+    "mp_variance": ("Marchenko–Pastur variance", "1", "Eigenvalue variance 1/k (theory prop. 3)."),
+    "mp_low": ("Marchenko–Pastur lower edge", "1", "(1 − 1/√k)² (theory property 3)."),
+    "mp_high": ("Marchenko–Pastur upper edge", "1", "(1 + 1/√k)² (theory property 3)."),
     "pfa_o_angle": (
         "PFA-o angle(W, B·Bᵀ·W)",
         "deg",

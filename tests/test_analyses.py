@@ -1,5 +1,6 @@
 """The analyses: pure Dataset → Dataset functions, checked on synthetic runs with known values,
-against the theory's closed forms (Fig. 3) and against a real recorded PFA run (spec §3.1)."""
+against the theory's closed forms (Fig. 3) and against a real recorded PFA run (theory
+property 1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Property-based tests of the theory (spec §3) and of every rule's backward (spec §2).
+"""Property-based tests of the theory (alignment.theory's properties) and of every rule's backward.
 
 Every property is checked against an independent oracle: torch autograd on plain ``F.linear`` /
 ``F.conv2d`` with the feedback tensor substituted for W (e.g. ``autograd.grad(F.conv2d(x, F_eff),

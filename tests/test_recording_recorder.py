@@ -266,7 +266,7 @@ def test_three_line_loop(tmp_path) -> None:
     ds = alignment.open_run(tmp_path)
     assert list(ds["step"].values) == [0, 3, 6, 9, 12]  # 12: the final weights, at close()
     assert ds["lr"].values.tolist() == [0.1] * 5
-    # weight decay contracts R − BᵀW (PFA.md §3.1): the residual decreases
+    # weight decay contracts R − BᵀW (alignment.theory, property 1): the residual decreases
     assert np.all(np.diff(ds["feedback_residual"].values, axis=0) < 0)
 
 

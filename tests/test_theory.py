@@ -414,7 +414,7 @@ def _pair(shape: tuple[int, ...], dtype: torch.dtype, seed: int) -> tuple[torch.
 
 
 def _arccos_reference(a: torch.Tensor, b: torch.Tensor) -> float:
-    """The spec §4 definition, evaluated in float64."""
+    """The paper's angle definition, evaluated in float64."""
     va, vb = a.double().flatten(), b.double().flatten()
     cos = torch.dot(va / va.norm(), vb / vb.norm()).clamp(-1.0, 1.0)
     return math.degrees(math.acos(cos.item()))

@@ -1,4 +1,7 @@
-"""A Conv2d layer whose backward follows a learning rule (spec §2, "Conv layers")."""
+"""A Conv2d layer whose backward follows a learning rule.
+
+Its e_in is the transposed convolution of δ with the feedback kernel (BP: with W itself).
+"""
 
 from __future__ import annotations
 

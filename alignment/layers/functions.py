@@ -1,6 +1,6 @@
 """The autograd Functions behind every rule (split form, so torch.func's vmap/jacrev work).
 
-Notation (spec §1): y = x Wᵀ + b, δ = ∂L/∂y, e_in is the error sent to the input.
+Notation (as in arXiv 2405.20594): y = x Wᵀ + b, δ = ∂L/∂y, e_in is the error sent to the input.
 
 Every rule updates W with the local rule grad_W = δᵀx and the bias with Σδ; the rules differ
 only in the feedback F used for e_in:

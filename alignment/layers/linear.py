@@ -1,4 +1,4 @@
-"""A Linear layer whose backward follows a learning rule (spec §2, linear column)."""
+"""A Linear layer whose backward follows a learning rule."""
 
 from __future__ import annotations
 

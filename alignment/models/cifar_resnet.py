@@ -72,7 +72,7 @@ class CifarResNet(nn.Module):
 
 def cifar_resnet(depth: int, num_classes: int = 10, *, init: str = "xavier") -> CifarResNet:
     """He et al. 2016 CIFAR ResNet of ``depth = 6n + 2`` layers, option-A shortcuts, bias-free
-    convolutions and a 64 -> ``num_classes`` classifier (PFA.md section 5)."""
+    convolutions and a 64 -> ``num_classes`` classifier (arXiv 2405.20594, experiments)."""
     if depth < 8 or (depth - 2) % 6 != 0:
         raise ValueError(f"depth must be 6n+2 (e.g. 20, 32, 44, 56, 110), got {depth}")
     return init_weights(CifarResNet((depth - 2) // 6, num_classes), init)

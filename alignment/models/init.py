@@ -10,8 +10,9 @@ INITS = ("xavier", "kaiming")
 def init_weights(model: nn.Module, init: str = "xavier") -> nn.Module:
     """Initialise every ``nn.Linear`` / ``nn.Conv2d`` in ``model`` in place.
 
-    ``"xavier"`` (Xavier-uniform, the paper's setting, PFA.md section 5) or ``"kaiming"``
-    (Kaiming-uniform for ReLU). Biases are zeroed; BatchNorm layers are left untouched.
+    ``"xavier"`` (Xavier-uniform, the setting of arXiv 2405.20594's experiments) or
+    ``"kaiming"`` (Kaiming-uniform for ReLU). Biases are zeroed; BatchNorm layers are left
+    untouched.
     Returns ``model``.
     """
     if init not in INITS:

@@ -19,7 +19,7 @@ def mlp(
 ) -> nn.Sequential:
     """Flatten -> (Linear, ReLU) per hidden width -> Linear classifier, biases on.
 
-    Defaults reproduce the MNIST FFN of Li & Benna (PFA.md section 5): 784-512-512-10.
+    Defaults reproduce the MNIST FFN of Li & Benna (arXiv 2405.20594, experiments): 784-512-512-10.
     """
     layers: dict[str, nn.Module] = {"flatten": nn.Flatten()}
     width = in_features

@@ -10,7 +10,7 @@ from alignment.models.init import init_weights
 def resnet18(num_classes: int = 1000, *, init: str = "xavier") -> nn.Module:
     """torchvision ResNet-18 without pretrained weights, re-initialised with ``init``.
 
-    The paper's ImageNet model (PFA.md section 5).
+    The paper's ImageNet model (arXiv 2405.20594, experiments).
     """
     from torchvision.models import resnet18 as torchvision_resnet18  # slow import: only when used
 

@@ -1,4 +1,4 @@
-"""Product feedback alignment (Li & Benna 2024, spec §2): e_in = (δ B) R.
+"""Product feedback alignment (Li & Benna, arXiv 2405.20594): e_in = (δ B) R.
 
 B (N_out × N_mid, N_mid = k·N_out) is fixed; R (N_mid × N_in, conv: N_mid × C_in/g × kh × kw) is
 learned with the local rule grad_R = (δB)ᵀx = Bᵀ grad_W. The forward never touches B or R.
@@ -34,7 +34,7 @@ PATHS = ("auto", "product", "two_stage")
 
 
 def b_gain(k: int, density: float) -> float:
-    """Xavier gain sqrt((1+1/k)/2/ρ): Var(B_ij) = 1/(ρ N_mid), hence E[B Bᵀ] = I (spec §2)."""
+    """Xavier gain sqrt((1+1/k)/2/ρ): Var(B_ij) = 1/(ρ N_mid), hence E[B Bᵀ] = I."""
     return math.sqrt((1.0 + 1.0 / k) / 2.0 / density)
 
 

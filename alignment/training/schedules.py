@@ -29,13 +29,13 @@ def weight_decay(
 ) -> float:
     """Weight decay at ``step``: ``base`` during the burst, ``base · gamma`` after it.
 
-    The paper (spec §5) applies the configured weight decay during epoch 0 only and wd × gamma from
-    epoch 1 on: ``burst_epochs: 1``. (The authors' MultiStepWD reaches the same epochs through a
-    milestone that is off by one from MultiStepLR's convention, which is why the burst is spelled
-    out here as a length rather than a milestone.) ``burst_steps`` expresses the burst in steps,
-    for data sets whose epochs are much shorter than the paper's 937 MNIST steps: what aligns R
-    is the decay factor ∏(1 − η λ) accumulated over the burst, which depends on the number of
-    steps, not of epochs.
+    The paper (arXiv 2405.20594, experiments) applies the configured weight decay during epoch 0
+    only and wd × gamma from epoch 1 on: ``burst_epochs: 1``. (The authors' MultiStepWD reaches the
+    same epochs through a milestone that is off by one from MultiStepLR's convention, which is why
+    the burst is spelled out here as a length rather than a milestone.) ``burst_steps`` expresses
+    the burst in steps, for data sets whose epochs are much shorter than the paper's 937 MNIST
+    steps: what aligns R is the decay factor ∏(1 − η λ) accumulated over the burst, which depends
+    on the number of steps, not of epochs.
     """
     burst = (
         schedule.burst_steps
