@@ -173,3 +173,12 @@ def test_docstring_rst_becomes_markdown() -> None:
     table = "head\n\n===  ===\na    b\n===  ===\nc    d\n===  ===\n\ntail"
     assert "```text\n===  ===" in rst.to_markdown(table)
     assert rst.to_markdown(rst.to_markdown(table)) == rst.to_markdown(table)
+
+
+def test_make_docs_is_strict_and_not_quiet() -> None:
+    """``mkdocs build --quiet`` drops warnings before ``--strict`` counts them (a broken link then
+    builds with status 0), so ``make docs`` must be strict and must not be quiet."""
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    recipe = makefile.split("\ndocs:", 1)[1].split("\n\n", 1)[0]
+    assert "mkdocs build --strict" in recipe and "--quiet" not in recipe and " -q" not in recipe
+    assert re.search(r"^test:.*\n(\t.*\n)*\t\$\(MAKE\) docs$", makefile, re.MULTILINE)

@@ -55,8 +55,10 @@ DIM_DOCS = {
     "sample": "the fixed probe batch, one entry per probe sample",
     "sv": "singular values, in descending order, NaN-padded",
     "eig": "eigenvalues, in ascending order, NaN-padded",
+    "unit": "units (features or channels) of a layer's output, NaN-padded to the widest layer",
+    "rank": "singular values of a weight-shaped matrix, in descending order, NaN-padded",
 }
-"""What each dim of the schema's variables means."""
+"""What each dim of the schema's variables means (the page lists those the schema uses)."""
 
 SCHEDULE_DOCS = {
     "main": "every record of the main schedule (`Recorder(schedule=...)`)",
@@ -252,7 +254,8 @@ def schema_markdown() -> str:
         ("Per layer", lambda d: d[:2] == ("step", "layer")),
         ("Once per run", lambda d: "step" not in d),
     ]
-    out = ["### Dims", _table(("dim", "meaning"), [(f"`{k}`", v) for k, v in DIM_DOCS.items()])]
+    dims = [(f"`{k}`", v) for k, v in DIM_DOCS.items() if k in used]
+    out = ["### Dims", _table(("dim", "meaning"), dims)]
     out.append(
         "### Units\n\n"
         + _table(("units attr", "meaning"), [(_units(k), v) for k, v in UNITS.items()])
