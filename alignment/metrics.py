@@ -81,7 +81,8 @@ def angle(a: Tensor, b: Tensor) -> Tensor:
     evaluated in the equivalent, better-conditioned form ``2·atan2(‖â − b̂‖, ‖â + b̂‖)``.
 
     Args:
-        a, b: floating-point tensors of the same shape (any number of dimensions).
+        a: a floating-point tensor (any number of dimensions).
+        b: a floating-point tensor of the same shape.
 
     Returns:
         A 0-d tensor in ``[0, 180]`` with the promoted dtype of ``a`` and ``b``.
@@ -109,7 +110,8 @@ def angle_rows(a: Tensor, b: Tensor) -> Tensor:
     remaining dimensions and normalised (e.g. per-sample gradient angles of a batch).
 
     Args:
-        a, b: floating-point tensors of the same shape with at least one dimension.
+        a: a floating-point tensor with at least one dimension.
+        b: a floating-point tensor of the same shape.
 
     Returns:
         A 1-d tensor of length ``a.shape[0]`` with the promoted dtype of ``a`` and ``b``.
@@ -138,7 +140,8 @@ def norm_ratio(a: Tensor, b: Tensor) -> Tensor:
     """Norm ratio ``‖a‖ / ‖b‖`` of two tensors (Frobenius / flattened 2-norm).
 
     Args:
-        a, b: floating-point tensors of the same shape.
+        a: a floating-point tensor.
+        b: a floating-point tensor of the same shape.
 
     Returns:
         A 0-d tensor with the promoted dtype of ``a`` and ``b``.

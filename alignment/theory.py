@@ -361,8 +361,11 @@ def decay_factors(
     clipping or adaptive optimizers (Adam/AdamW break the identity), c_0 = 1 (buffers empty).
 
     Args:
-        lr, weight_decay: per-step sequences of length T, or scalars (then give ``n_steps``).
-        momentum, dampening, nesterov: as in ``torch.optim.SGD``.
+        lr: per-step sequence of length T, or a scalar (then give ``n_steps``).
+        weight_decay: the same for the coupled L2 coefficient.
+        momentum: as in ``torch.optim.SGD``.
+        dampening: as in ``torch.optim.SGD``.
+        nesterov: as in ``torch.optim.SGD``.
 
     Returns:
         Array of length T + 1 with c_0 = 1.
