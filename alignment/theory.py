@@ -11,6 +11,8 @@ The theory, as numbered properties that the rest of the code and the tests refer
 5. *Sparse feedback* (density ρ on B and R): cos θ ≈ 1/√(1 + 1/(ρk)).
 6. *Values at initialisation* (:func:`initial_path_norm_ratio`, :func:`usf_initial_angle`,
    :func:`fa_initial_angle`).
+7. *Sign symmetry*: ⟨W, sign W⟩ = ‖W‖₁ > 0, so the feedback's angle to W is below 90°.
+8. *The first layer's feedback is never used*: FA's first-layer alignment stays near 90°.
 
 Conventions: W is N_out × N_in; PFA's feedback is B (N_out × N_mid, fixed) times
 R (N_mid × N_in, learned), N_mid = k·N_out; B is Xavier-uniform with gain √((1+1/k)/2/ρ), so its

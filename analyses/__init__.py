@@ -25,7 +25,7 @@ Public API, re-exported one by one:
 * trajectories: :func:`per_epoch`, :func:`alignment_trajectories`, :func:`with_depth`,
   :func:`relative_depth`, :func:`last_finite`;
 * Fig. 3: :func:`expansion_study`, :func:`expansion_summary`, :data:`PAPER_K`;
-* weight decay (arXiv 2405.20594, §3.1): :func:`step_schedules`, :func:`predicted_decay`,
+* weight decay (alignment.theory, property 1): :func:`step_schedules`, :func:`predicted_decay`,
   :func:`decay_alignment`, :func:`run_config`, :func:`steps_per_epoch`;
 * beyond the paper: :func:`grad_alignment_by_depth`, :func:`update_norm_ratio`,
   :func:`jacobian_alignment_distribution`, :func:`singular_value_spectra`,

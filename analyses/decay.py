@@ -1,4 +1,4 @@
-"""Weight decay aligns the product exactly (arXiv 2405.20594, §3.1): the recorded residual
+"""Weight decay aligns the product exactly (alignment.theory, property 1): the recorded residual
 against c_t.
 
 For PFA, D = R − BᵀW; for KP, D = B − W. Under ``torch.optim.SGD`` with the same lr, momentum and
@@ -99,7 +99,7 @@ def _predicted(run: xr.Dataset) -> xr.DataArray:
     if config.optim.name != "sgd":
         raise ValueError(
             f"decay analysis: the run uses {config.optim.name!r}; the exact decay of R − BᵀW holds "
-            "for SGD with coupled weight decay only (arXiv 2405.20594, §3.1)"
+            "for SGD with coupled weight decay only (alignment.theory, property 1)"
         )
     steps = np.asarray(run["step"].values, dtype=int)
     schedules = step_schedules(run, n_steps=int(steps.max()))
@@ -118,7 +118,7 @@ def predicted_decay(ds: xr.Dataset) -> xr.DataArray:
     out.attrs = _attrs(
         "predicted decay factor c_t",
         "Exact factor of D = R − BᵀW (KP: B − W) after t SGD steps with coupled weight decay, "
-        "from the run's lr and weight-decay schedules and momentum (arXiv 2405.20594, §3.1).",
+        "from the run's lr and weight-decay schedules and momentum (alignment.theory, property 1).",
     )
     return label_step_coords(out)
 
@@ -143,7 +143,7 @@ ATTRS = {
     "predicted_decay": _attrs(
         "predicted decay factor c_t",
         "c_t as recorded (feedback_residual_predicted) or from the run's own lr and weight-decay "
-        "schedules (arXiv 2405.20594, §3.1), over its value at the first recorded step.",
+        "schedules (alignment.theory, property 1), over its value at the first recorded step.",
     ),
     "relative_error": _attrs(
         "relative deviation from c_t",

@@ -3,7 +3,7 @@ metric is, all read from the rule classes (:data:`alignment.rules.RULES`: class 
 ``label``, ``color``, ``alignment_kind``), so a new rule brings its own.
 
 ``feedback_alignment`` is weight alignment for FA, sign symmetry and KP, path alignment for PFA
-and PFA-o (arXiv 2405.20594, §4), and the feedback-map vs mean-Jacobian angle for DFA.
+and PFA-o (arXiv 2405.20594), and the feedback-map vs mean-Jacobian angle for DFA.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ fig3_expansion         Fig. 3: eigenvalues of B·Bᵀ and angle(W, B·Bᵀ·W) v
 fig_sparse             sparse feedback: best test accuracy vs feedback density
 fig_grad_alignment     gradient alignment with BP: heatmap rule × layer, trajectories ± sd (beyond)
 fig_jacobian           per-sample Jacobian and δ alignment per layer (box plots), singular values
-fig_decay              ‖R − BᵀW‖ against the predicted decay factor c_t (arXiv 2405.20594, §3.1)
+fig_decay              ‖R − BᵀW‖ against the predicted decay factor c_t (theory property 1)
 =====================  ==========================================================================
 
 Figures are built on :class:`matplotlib.figure.Figure` directly (no pyplot state); importing this

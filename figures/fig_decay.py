@@ -1,4 +1,4 @@
-"""Weight decay aligns the product exactly (arXiv 2405.20594, §3.1): the recorded residual
+"""Weight decay aligns the product exactly (alignment.theory, property 1): the recorded residual
 ‖R − BᵀW‖ (KP: ‖B − W‖) relative to its first record, per layer, against the factor c_t that the
 optimizer's lr, momentum and weight-decay schedule predict, on a log y-axis; below, the relative
 deviation. c_t is the recorded ``feedback_residual_predicted`` (own-loop runs too), else it is
@@ -124,7 +124,7 @@ def caption(data: xr.Dataset) -> str:
         else "recomputed from the trainer config's lr, momentum and weight-decay schedules"
     )
     return (
-        "Weight decay aligns PFA's product exactly (arXiv 2405.20594, §3.1). Top: the residual "
+        "Weight decay aligns PFA's product exactly (theory property 1). Top: the residual "
         "‖R − BᵀW‖ (KP: ‖B − W‖) of each layer over its first recorded value (markers, "
         "coloured by layer), mean over "
         f"{data.attrs.get('seeds', '1')} seed(s), and the predicted factor c_t (black line, "

@@ -219,7 +219,7 @@ def smooth_loss(y: Tensor, target: Tensor) -> Tensor:
 
 
 # ------------------------------------------------------------------------------------------------
-# §3.1 Exact alignment dynamics under SGD (PFA: D = R − BᵀW; KP: D = B − W)
+# Theory property 1: Exact alignment dynamics under SGD (PFA: D = R − BᵀW; KP: D = B − W)
 # ------------------------------------------------------------------------------------------------
 
 
@@ -365,8 +365,9 @@ def _best_fit_residual(d_t: Tensor, d_0: Tensor) -> float:
 @pytest.mark.parametrize("optimiser", ["adam", "adamw", "sgd_separate_lr_for_R"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_identity_needs_plain_sgd_with_shared_hyperparameters(optimiser: str, seed: int) -> None:
-    """Documents §3.1's assumption: under Adam/AdamW (per-coordinate scaling) or with R in its own
-    group (another lr), D_t is no longer a multiple of D_0 — for *any* scalar, not just c_t."""
+    """Documents theory property 1's assumption: under Adam/AdamW (per-coordinate scaling) or with
+    R in its own group (another lr), D_t is no longer a multiple of D_0 — for *any* scalar, not
+    just c_t."""
     case = LinearCase(n_in=5, n_out=4, bias=True, lead=(3,))
     layer = make_linear(case, "pfa", seed, k=2)
     others = [p for name, p in layer.named_parameters() if name != "R"]
@@ -449,7 +450,7 @@ def test_conv_backward_is_the_rule_equation(case, rule, seed) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# §2 grad_R = Bᵀ grad_W, the two paths, masks, conv PFA = conv FA with the effective kernel
+# The rules: grad_R = Bᵀ grad_W, the two paths, masks, conv PFA = conv FA with the effective kernel
 # ------------------------------------------------------------------------------------------------
 
 
@@ -554,7 +555,7 @@ def test_fixed_feedback_masks_are_reapplied(case, rule, density, seed) -> None:
     case=st.one_of(linear_cases(), conv_cases()), k=ks, density=densities, path=paths, seed=seeds
 )
 def test_pfa_equals_fa_with_the_effective_kernel(case, k, density, path, seed) -> None:
-    """§2 conv: the backward applies Σ_m B[o,m]·R[m,…]; PFA = FA with B := that kernel."""
+    """The rules, conv: the backward applies Σ_m B[o,m]·R[m,…]; PFA = FA with B := that kernel."""
     pfa, forward = _pfa_layer(case, k, density, path, seed)
     build = make_linear if isinstance(case, LinearCase) else make_conv
     fa = build(case, "fa", seed + 1)
@@ -573,7 +574,7 @@ def test_pfa_equals_fa_with_the_effective_kernel(case, k, density, path, seed) -
 
 
 # ------------------------------------------------------------------------------------------------
-# §3.2 Fixed point: B·R = W ⇒ PFA is BP; for k > 1, R = BᵀW ⇒ e_in = δ·B·Bᵀ·W
+# Theory property 2: Fixed point: B·R = W ⇒ PFA is BP; for k > 1, R = BᵀW ⇒ e_in = δ·B·Bᵀ·W
 # ------------------------------------------------------------------------------------------------
 
 
@@ -617,7 +618,7 @@ def test_symmetric_pfa_is_backprop(net, variant, path, seed) -> None:
 
 @given(case=st.one_of(linear_cases(), conv_cases()), k=st.integers(2, 4), path=paths, seed=seeds)
 def test_pfa_fixed_point_sends_delta_b_bt_w(case, k, path, seed) -> None:
-    """§3.2: at the fixed point R = BᵀW (k > 1) the layer sends e_in = δ·B·Bᵀ·W."""
+    """Theory property 2: at the fixed point R = BᵀW (k > 1) the layer sends e_in = δ·B·Bᵀ·W."""
     layer, forward = _pfa_layer(case, k, 1.0, path, seed)
     B, W = layer.B, layer.weight.detach()
     with torch.no_grad():
@@ -633,7 +634,7 @@ def test_pfa_fixed_point_sends_delta_b_bt_w(case, k, path, seed) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# §3.3 Spectrum of B Bᵀ on engine-built layers
+# Theory property 3: Spectrum of B Bᵀ on engine-built layers
 # ------------------------------------------------------------------------------------------------
 
 
@@ -714,7 +715,7 @@ def test_orthogonal_b_is_exactly_orthogonal(case, seed) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# §3.4 Alignment angle vs expansion ratio, with the layers' actual B
+# Theory property 4: Alignment angle vs expansion ratio, with the layers' actual B
 # ------------------------------------------------------------------------------------------------
 
 
@@ -747,9 +748,9 @@ def test_angle_between_w_and_b_bt_w_follows_k(k: int) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize(("k", "paper"), [(1, 45.00), (10, 17.55), (100, 5.71)])
 def test_angle_at_the_papers_monte_carlo_sizes(k: int, paper: float) -> None:
-    """Spec §3.4 / Fig. 3: N_out = 100, N_in = 256, 100 draws of engine-built PFA layers match
-    45.00° / 17.55° / 5.71° within ~0.1°. Tolerance 6 standard errors (0.03–0.2°) plus 0.05° for the
-    finite-size and ratio-of-means terms; P(false failure) < 1e-8."""
+    """Theory property 4 / Fig. 3: N_out = 100, N_in = 256, 100 draws of engine-built PFA layers
+    match 45.00° / 17.55° / 5.71° within ~0.1°. Tolerance 6 standard errors (0.03–0.2°) plus
+    0.05° for the finite-size and ratio-of-means terms; P(false failure) < 1e-8."""
     torch.manual_seed(2024 + k)
     angles = []
     for _ in range(100):
@@ -763,7 +764,7 @@ def test_angle_at_the_papers_monte_carlo_sizes(k: int, paper: float) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# §3.6 Initial values on engine-built layers
+# Theory property 6: Initial values on engine-built layers
 # ------------------------------------------------------------------------------------------------
 
 
@@ -835,7 +836,7 @@ def test_initial_usf_alignment_is_30_degrees(kind: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# §3.7 Sign symmetry: the feedback always has a positive inner product with W
+# Theory property 7: Sign symmetry: the feedback always has a positive inner product with W
 # ------------------------------------------------------------------------------------------------
 
 
@@ -860,7 +861,7 @@ def test_sign_symmetry_angle_below_90(case, rule, density, seed) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# §3.8 / §2: FA's first-layer feedback is never used; DFA
+# Theory property 8 / the rules: FA's first-layer feedback is never used; DFA
 # ------------------------------------------------------------------------------------------------
 
 

@@ -80,7 +80,8 @@ def test_sparse_large_size_formula() -> None:
 
 
 def test_spec_sparse_values_are_finite_size_at_n_out_100() -> None:
-    """The spec's §3.5 simulation values are reproduced by the finite-size form at N_out = 100."""
+    """The paper's sparse-feedback simulation values (theory property 5) are reproduced by the
+    finite-size form at N_out = 100."""
     rho = np.array([1.0, 0.5, 0.3, 0.17, 0.1, 0.05])
     spec = np.array([17.55, 24.23, 30.53, 38.74, 47.26, 58.65])
     finite = theory.expected_angle(10, rho, n_out=100)

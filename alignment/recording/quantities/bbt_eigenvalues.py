@@ -1,8 +1,9 @@
 """bbt_eigenvalues (layer × eig), once per run: the eigenvalues of B·Bᵀ of every PFA layer.
 
 B is fixed, so its spectrum is a property of the run: Marchenko–Pastur with mean 1 and variance
-1/k for a dense random B, exactly 1 for PFA-o (arXiv 2405.20594, §3). Ascending, with B's
-sparsity mask applied, NaN-padded to the widest layer; NaN rows for layers that are not PFA.
+1/k for a dense random B, exactly 1 for PFA-o (alignment.theory, property 3).
+Ascending, with B's sparsity mask applied, NaN-padded to the widest layer; NaN rows for layers
+that are not PFA.
 """
 
 from __future__ import annotations

@@ -2,11 +2,12 @@
 and the network-level feedback_residual_predicted.
 
 PFA: ‖R − BᵀW‖ and ‖R − BᵀW‖/‖BᵀW‖ (conv: (BᵀW)[m] = Σ_o B[o,m] W[o]), the distance from the
-fixed point R* = BᵀW that weight decay contracts (arXiv 2405.20594, §3). Kolen–Pollack: ‖B − W‖
-and ‖B − W‖/‖W‖. B and R with their sparsity masks applied, as the backward uses them. NaN for
-layers under other rules. feedback_residual_predicted: the factor c_t by which SGD with coupled
-L2 has shrunk R − BᵀW (KP: B − W) since the reference step, tracked by the recorder at every
-optimizer step (:mod:`alignment.recording.decay`); NaN where that identity does not hold.
+fixed point R* = BᵀW that weight decay contracts (alignment.theory, property 1).
+Kolen–Pollack: ‖B − W‖ and ‖B − W‖/‖W‖. B and R with their sparsity masks applied, as the
+backward uses them. NaN for layers under other rules. feedback_residual_predicted: the factor
+c_t by which SGD with coupled L2 has shrunk R − BᵀW (KP: B − W) since the reference step, tracked
+by the recorder at every optimizer step (:mod:`alignment.recording.decay`); NaN where that
+identity does not hold.
 """
 
 from __future__ import annotations
