@@ -21,12 +21,12 @@ import numpy as np
 import torch
 import xarray as xr
 
+from alignment.analyses import decay_alignment
 from alignment.config import load_config
+from alignment.figures.demo import make_demo_figures
 from alignment.recording import open_run
 from alignment.theory import expected_angle
 from alignment.training import train
-from analyses import decay_alignment
-from figures.demo import make_demo_figures
 
 DEMO_RULES = ("bp", "fa", "dfa", "usf", "pfa", "pfa_o")
 ACCURACY_GAP = 1.5
@@ -60,7 +60,8 @@ def final_alignment(runs: Runs, rule: str) -> np.ndarray:
 
 
 def mean_sd(values: np.ndarray, unit: str = "", digits: int = 1) -> str:
-    """``"m ± sd"`` over the first axis (sd with ddof 1, as ``analyses.accuracy_table``)."""
+    """``"m ± sd"`` over the first axis (sd with ddof 1, as
+    ``alignment.analyses.accuracy_table``)."""
     values = np.asarray(values, dtype=float)
     sd = values.std(0, ddof=1) if len(values) > 1 else np.zeros_like(values[0])
     return f"{values.mean(0):.{digits}f} ± {sd:.{digits}f}{unit}"
