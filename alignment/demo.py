@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -23,6 +24,7 @@ import xarray as xr
 
 from alignment.analyses import decay_alignment
 from alignment.config import load_config
+from alignment.extras import MissingExtraError, require
 from alignment.figures.demo import make_demo_figures
 from alignment.recording import open_run
 from alignment.theory import expected_angle
@@ -222,6 +224,11 @@ def main(argv: list[str] | None = None) -> int:
         "--draws", type=int, default=20, help="Monte-Carlo draws per k for Fig. 3 (paper: 100)"
     )
     args = parser.parse_args(argv)
+    try:  # the demo's data set: one line now, not a traceback from each worker
+        require("demo", "the demo (its MNIST-5k digits)")
+    except MissingExtraError as error:
+        print(f"alignment: error: {error}", file=sys.stderr)
+        return 2
     total = time.perf_counter()
     print(
         f"Training {len(args.rules)} rules into {args.out}, {args.jobs} runs at once:", flush=True

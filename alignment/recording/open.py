@@ -131,9 +131,10 @@ def open_raw(run_dir: PathLike, *, lazy: bool = False) -> xr.Dataset:
 
 
 def netcdf_engine() -> str:
-    """'h5netcdf' (NetCDF-4) when h5py is installed, else 'scipy' (NetCDF-3, 64-bit offset)."""
+    """'h5netcdf' (NetCDF-4) when h5netcdf (and so h5py) is installed, else 'scipy' (NetCDF-3,
+    64-bit offset)."""
     try:
-        import h5py  # noqa: F401
+        import h5netcdf  # noqa: F401
     except ImportError:
         return "scipy"
     return "h5netcdf"
