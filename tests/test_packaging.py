@@ -215,3 +215,12 @@ def test_a_users_own_figures_and_analyses_stay_theirs(probe: dict) -> None:
         str(ROOT / "alignment" / "analyses" / "__init__.py"),
     ]
     assert probe["generic_names_loaded"] == []  # nothing of ours under the generic names
+
+
+def test_static_doc_tools_find_analyses_and_figures_inside_the_package() -> None:
+    """griffe (what mkdocstrings reads the docstrings with) finds them by path, importing
+    nothing."""
+    griffe = pytest.importorskip("griffe")
+    package = griffe.load("alignment", search_paths=[ROOT], allow_inspection=False)
+    assert package["analyses.accuracy_table"].path == "alignment.analyses.accuracy_table"
+    assert package["figures.build"].filepath == ROOT / "alignment" / "figures" / "build.py"
