@@ -8,7 +8,9 @@ import os
 import sys
 from pathlib import Path
 
+from alignment import __version__
 from alignment.config import ConfigError, bundled_configs, load_config
+from alignment.extras import MissingExtraError
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -75,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="alignment",
         description="Learning rules without weight symmetry: train, record and inspect runs.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a config (a YAML file or a bundled name)")
@@ -136,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`alignment info … | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-    except (ConfigError, FileNotFoundError, ValueError) as error:
+    except (ConfigError, FileNotFoundError, ValueError, MissingExtraError) as error:
         return _fail(str(error), 2)
     except DivergenceError as error:
         return _fail(str(error), 3)

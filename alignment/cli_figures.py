@@ -146,8 +146,8 @@ def build_from_runs(
     """Open the runs lazily (grouped by data set and model; :func:`alignment.open_runs`: each
     figure reads and reduces only what it draws), build the figures, print what was built and
     what skipped. Returns the files written per figure."""
+    from alignment.figures.build import NO_RUNS, build_figures
     from alignment.recording import open_runs
-    from figures.build import NO_RUNS, build_figures
 
     groups = _group_runs(run_dirs)
     built: dict[str, list[Path]] = {}
@@ -165,7 +165,7 @@ def build_from_runs(
 
 
 def _figures_command(args: argparse.Namespace) -> int:
-    from figures._cli import find_runs
+    from alignment.figures._cli import find_runs
 
     run_dirs = find_runs(args.runs)  # record.zarr (any Recorder run) or config.yaml
     built = build_from_runs(run_dirs, Path(args.out), args.format)
@@ -219,7 +219,7 @@ def _train_experiment(experiment: str, args: argparse.Namespace) -> list[Path]:
 
 
 def _expansion(args: argparse.Namespace, out: Path) -> list[Path]:
-    from figures import fig3_expansion, style
+    from alignment.figures import fig3_expansion, style
 
     data = fig3_expansion.figure_data(draws=args.draws)
     paths = style.save(

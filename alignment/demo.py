@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -21,12 +22,13 @@ import numpy as np
 import torch
 import xarray as xr
 
+from alignment.analyses import decay_alignment
 from alignment.config import load_config
+from alignment.extras import MissingExtraError, require
+from alignment.figures.demo import make_demo_figures
 from alignment.recording import open_run
 from alignment.theory import expected_angle
 from alignment.training import train
-from analyses import decay_alignment
-from figures.demo import make_demo_figures
 
 DEMO_RULES = ("bp", "fa", "dfa", "usf", "pfa", "pfa_o")
 ACCURACY_GAP = 1.5
@@ -60,7 +62,8 @@ def final_alignment(runs: Runs, rule: str) -> np.ndarray:
 
 
 def mean_sd(values: np.ndarray, unit: str = "", digits: int = 1) -> str:
-    """``"m ± sd"`` over the first axis (sd with ddof 1, as ``analyses.accuracy_table``)."""
+    """``"m ± sd"`` over the first axis (sd with ddof 1, as
+    ``alignment.analyses.accuracy_table``)."""
     values = np.asarray(values, dtype=float)
     sd = values.std(0, ddof=1) if len(values) > 1 else np.zeros_like(values[0])
     return f"{values.mean(0):.{digits}f} ± {sd:.{digits}f}{unit}"
@@ -221,6 +224,11 @@ def main(argv: list[str] | None = None) -> int:
         "--draws", type=int, default=20, help="Monte-Carlo draws per k for Fig. 3 (paper: 100)"
     )
     args = parser.parse_args(argv)
+    try:  # the demo's data set: one line now, not a traceback from each worker
+        require("demo", "the demo (its MNIST-5k digits)")
+    except MissingExtraError as error:
+        print(f"alignment: error: {error}", file=sys.stderr)
+        return 2
     total = time.perf_counter()
     print(
         f"Training {len(args.rules)} rules into {args.out}, {args.jobs} runs at once:", flush=True

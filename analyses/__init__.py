@@ -7,7 +7,7 @@ only those. No I/O and no plotting; options are keyword-only; ``long_name`` and 
 are kept or set so that figures label their axes from them; everything chains with ``.pipe``::
 
     from alignment import open_runs
-    import analyses as an
+    from alignment import analyses as an
 
     runs = open_runs("out/mnist_*/seed*")            # stacked along ``run``
     ds = runs.pipe(an.collapse_options)              # the grid rule × seed, one variant per rule
@@ -37,30 +37,29 @@ Public API, re-exported one by one:
   :func:`order_rules`, :func:`sorted_rules`.
 
 Model-touching code (representations of the probe batch) lives apart, in
-:mod:`analyses.representations`, and is not imported here (it needs torch models).
+:mod:`alignment.analyses.representations`, and is not imported here (it needs torch models).
 """
 
-from alignment.recording.combine import grid, tidy
-from analyses._common import last_finite, relative_depth
-from analyses.cka import cka_matrix, linear_cka
-from analyses.decay import (
+from alignment.analyses._common import last_finite, relative_depth
+from alignment.analyses.cka import cka_matrix, linear_cka
+from alignment.analyses.decay import (
     decay_alignment,
     predicted_decay,
     run_config,
     step_schedules,
     steps_per_epoch,
 )
-from analyses.expansion import PAPER_K, expansion_study, expansion_summary
-from analyses.gradients import grad_alignment_by_depth, update_norm_ratio
-from analyses.jacobians import (
+from alignment.analyses.expansion import PAPER_K, expansion_study, expansion_summary
+from alignment.analyses.gradients import grad_alignment_by_depth, update_norm_ratio
+from alignment.analyses.jacobians import (
     final_per_sample,
     informative_layers,
     jacobian_alignment_distribution,
     jacobian_steps,
     singular_value_spectra,
 )
-from analyses.pca import trajectory_pca
-from analyses.rules import (
+from alignment.analyses.pca import trajectory_pca
+from alignment.analyses.rules import (
     RULE_ORDER,
     alignment_kind,
     order_rules,
@@ -68,7 +67,7 @@ from analyses.rules import (
     rule_label,
     sorted_rules,
 )
-from analyses.runs import (
+from alignment.analyses.runs import (
     accuracy_table,
     as_combined,
     collapse_options,
@@ -80,7 +79,8 @@ from analyses.runs import (
     to_latex,
     to_markdown,
 )
-from analyses.trajectories import alignment_trajectories, per_epoch, with_depth
+from alignment.analyses.trajectories import alignment_trajectories, per_epoch, with_depth
+from alignment.recording.combine import grid, tidy
 
 __all__ = [
     "PAPER_K",

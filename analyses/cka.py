@@ -56,7 +56,7 @@ def cka_matrix(
 ) -> xr.DataArray:
     """Linear CKA between every pair along ``dim`` (e.g. the rules that learned them), per layer.
 
-    ``representations``: one variable per layer (as :func:`analyses.representations.
+    ``representations``: one variable per layer (as :func:`alignment.analyses.representations.
     layer_outputs` returns, concatenated along ``dim``), each with dims (``dim``, sample, …).
     Returns ``cka`` with dims (layer, ``dim``, ``dim``_b); symmetric, 1 on the diagonal.
     """

@@ -20,11 +20,11 @@ import json
 import numpy as np
 import xarray as xr
 
+from alignment.analyses._common import finite_steps, label_step_coords
+from alignment.analyses.runs import split_runs
 from alignment.config import Config, config_from_dict
 from alignment.theory import decay_factors
 from alignment.training.schedules import learning_rate, weight_decay
-from analyses._common import finite_steps, label_step_coords
-from analyses.runs import split_runs
 
 
 def run_config(ds: xr.Dataset) -> Config:

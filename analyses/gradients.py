@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import xarray as xr
 
-from analyses._common import labelled, last_finite
-from analyses.runs import as_combined, is_stacked, seed_statistics
-from analyses.trajectories import with_depth
+from alignment.analyses._common import labelled, last_finite
+from alignment.analyses.runs import as_combined, is_stacked, seed_statistics
+from alignment.analyses.trajectories import with_depth
 
 
 def update_norm_ratio(ds: xr.Dataset) -> xr.DataArray:

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 import numpy as np
 import xarray as xr
 
-from analyses._common import finite_steps, label_attrs, last_finite, run_dims
-from analyses.runs import as_combined, is_stacked
-from analyses.trajectories import with_depth
+from alignment.analyses._common import finite_steps, label_attrs, last_finite, run_dims
+from alignment.analyses.runs import as_combined, is_stacked
+from alignment.analyses.trajectories import with_depth
 
 
 def jacobian_steps(ds: xr.Dataset) -> np.ndarray:

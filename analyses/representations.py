@@ -1,9 +1,10 @@
 """Model-touching code: the representations a trained network computes on the probe batch.
 
-Everything else in :mod:`analyses` works on Datasets; this module runs a model (torch, no
-gradients) and turns what its layers output into a Dataset that :func:`analyses.cka.cka_matrix`
-compares. It reads no files: give it the model (e.g. rebuilt from a run's checkpoint, see
-``figures.fig_cka.load_model``) and the inputs (:func:`probe_inputs` of the run's record).
+Everything else in :mod:`alignment.analyses` works on Datasets; this module runs a model (torch,
+no gradients) and turns what its layers output into a Dataset that
+:func:`alignment.analyses.cka.cka_matrix` compares. It reads no files: give it the model (e.g.
+rebuilt from a run's checkpoint, see ``alignment.figures.fig_cka.load_model``) and the inputs
+(:func:`probe_inputs` of the run's record).
 """
 
 from __future__ import annotations

@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from alignment.analyses._common import last_finite, option_dims, run_dims, select_variables
+from alignment.analyses.rules import order_rules, rule_label, sorted_rules
 from alignment.recording.combine import combine_runs, default_factors, grid, is_stacked
-from analyses._common import last_finite, option_dims, run_dims, select_variables
-from analyses.rules import order_rules, rule_label, sorted_rules
 
 T = TypeVar("T", xr.Dataset, xr.DataArray)
 

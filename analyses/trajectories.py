@@ -7,7 +7,7 @@ from typing import Literal, TypeVar
 import numpy as np
 import xarray as xr
 
-from analyses._common import label_step_coords, relative_depth
+from alignment.analyses._common import label_step_coords, relative_depth
 
 T = TypeVar("T", xr.Dataset, xr.DataArray)
 

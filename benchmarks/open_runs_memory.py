@@ -15,10 +15,10 @@ the first N runs and computes what ``alignment figures`` needs for Fig. 2 and th
 * **eager**: ``open_runs(paths, lazy=False)`` reads every run into memory (numpy), then the same
   analyses as below;
 * **lazy**: ``open_runs(paths)`` (dask, one chunk per run and variable, nothing read yet), then
-  ``analyses.accuracy_table(ds).compute()`` (final and best test accuracy, mean ± std over seeds)
-  and ``figures.training.figure_data(ds)`` (the data of Fig. 2's panels: test accuracy,
-  alignment and norm ratio per layer and epoch, mean/std/sem/n over seeds), which reads only
-  those variables and reduces over seeds run by run.
+  ``alignment.analyses.accuracy_table(ds).compute()`` (final and best test accuracy, mean ± std
+  over seeds) and ``alignment.figures.training.figure_data(ds)`` (the data of Fig. 2's panels:
+  test accuracy, alignment and norm ratio per layer and epoch, mean/std/sem/n over seeds), which
+  reads only those variables and reduces over seeds run by run.
 
 Before measuring, each interpreter does the same on the first 6 runs (imports, caches), then
 takes its RSS as the baseline. Reported: seconds to open, to build the table, to build the
@@ -140,9 +140,9 @@ def probe(root: Path, n: int, mode: str) -> dict[str, object]:
     import dask
     import xarray as xr
 
-    import analyses as an
+    from alignment import analyses as an
+    from alignment.figures import training
     from alignment.recording import open_runs
-    from figures import training
 
     paths = [run_dir(root, r, s) for r, s in run_specs(n)]
     # warm up on the first runs: every module imported and every cache filled before the baseline

@@ -1,8 +1,8 @@
 """Publication figures: one module per figure, each with a pure ``make_figure(ds) -> Figure``,
 axes-level ``panel_*(ds, ax)`` helpers that return the axes, a ``figure_data(ds)`` that computes
-the Dataset the figure is drawn from (with :mod:`analyses`), and ``main(argv)`` that saves PDF,
-PNG and SVG beside that Dataset (``.nc``) and its caption (``.md``; attr ``caption`` of the
-Dataset, set by ``figure_data``). ``figure_data`` takes the lazy runs of
+the Dataset the figure is drawn from (with :mod:`alignment.analyses`), and ``main(argv)`` that
+saves PDF, PNG and SVG beside that Dataset (``.nc``) and its caption (``.md``; attr ``caption``
+of the Dataset, set by ``figure_data``). ``figure_data`` takes the lazy runs of
 :func:`alignment.open_runs` (trainer or own-loop runs) as well and returns its (small) Dataset
 computed: only the variables the figure uses are read, reduced over seeds run by run.
 ``supports(ds)`` says in one line why a figure cannot be drawn from the runs (None if it can).

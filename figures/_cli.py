@@ -10,9 +10,9 @@ from pathlib import Path
 import xarray as xr
 from matplotlib.figure import Figure
 
+from alignment.figures import style
 from alignment.recording import open_runs
 from alignment.summary import run_dirs
-from figures import style
 
 
 def find_runs(paths: Sequence[str | Path]) -> list[Path]:
@@ -34,7 +34,7 @@ def parse_formats(text: str) -> tuple[str, ...]:
 
 
 def parser(name: str, description: str | None, *, runs: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"python -m figures.{name}", description=description)
+    p = argparse.ArgumentParser(prog=f"python -m alignment.figures.{name}", description=description)
     if runs:
         p.add_argument("runs", nargs="+", help="run directories, or folders holding them")
     p.add_argument("--out", default="out/figures", help="output folder (default out/figures)")

@@ -8,7 +8,7 @@ from types import ModuleType
 
 import xarray as xr
 
-from figures import (
+from alignment.figures import (
     fig2_mnist,
     fig4_cifar10,
     fig5_imagenet,

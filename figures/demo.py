@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alignment.figures import fig3_expansion, style
+from alignment.figures.build import build_figures
 from alignment.recording import open_runs
-from figures import fig3_expansion, style
-from figures.build import build_figures
 
 DEMO_RULES = ("bp", "fa", "dfa", "usf", "pfa", "pfa_o")
 

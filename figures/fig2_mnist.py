@@ -1,14 +1,14 @@
-"""Fig. 2 (MNIST and its small relatives): the training figure of :mod:`figures.training`
+"""Fig. 2 (MNIST and its small relatives): the training figure of :mod:`alignment.figures.training`
 (accuracy; alignment and norm ratio per layer vs epoch, one panel per rule).
 
-    python -m figures.fig2_mnist RUNS... --out out/figures
+    python -m alignment.figures.fig2_mnist RUNS... --out out/figures
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from figures.training import (
+from alignment.figures.training import (
     PAPER_FIGURES,
     figure_data,
     panel_accuracy,

@@ -5,7 +5,7 @@ Marchenko–Pastur mean ± standard deviation 1 ± 1/√k dotted). Right: angle(
 over draws; PFA-o dashed at 0; the closed form with its finite-size term dotted). Log x-axis.
 Needs no training::
 
-    python -m figures.fig3_expansion --out out/figures [--draws 100]
+    python -m alignment.figures.fig3_expansion --out out/figures [--draws 100]
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from analyses.expansion import PAPER_K, expansion_study, expansion_summary
-from figures import style
-from figures._cli import parser
+from alignment.analyses.expansion import PAPER_K, expansion_study, expansion_summary
+from alignment.figures import style
+from alignment.figures._cli import parser
 
 NAME = "fig3_expansion"
 PFA, PFA_O = style.rule_color("pfa"), style.rule_color("pfa_o")
@@ -30,8 +30,8 @@ PFA, PFA_O = style.rule_color("pfa"), style.rule_color("pfa_o")
 def figure_data(
     *, k: Sequence[float] | np.ndarray = PAPER_K, draws: int = 100, seed: int = 0
 ) -> xr.Dataset:
-    """The Monte-Carlo study of :func:`analyses.expansion_study` (dense feedback), with attr
-    ``caption``."""
+    """The Monte-Carlo study of :func:`alignment.analyses.expansion_study` (dense feedback), with
+    attr ``caption``."""
     data = expansion_study(k=k, draws=draws, seed=seed)
     data.attrs["caption"] = caption(data)
     return data
@@ -93,7 +93,7 @@ def panel_angle(ds: xr.Dataset, ax: Axes) -> Axes:
 
 
 def make_figure(ds: xr.Dataset) -> Figure:
-    """Fig. 3 from :func:`figure_data` (or its :func:`analyses.expansion_summary`)."""
+    """Fig. 3 from :func:`figure_data` (or its :func:`alignment.analyses.expansion_summary`)."""
     width, height = style.CELL["expansion"]
     with style.style():
         fig = style.new_figure(2 * width, height + 0.35)

@@ -1,13 +1,13 @@
-"""Fig. 4 (CIFAR-10, ResNet-20): the training figure of :mod:`figures.training`.
+"""Fig. 4 (CIFAR-10, ResNet-20): the training figure of :mod:`alignment.figures.training`.
 
-python -m figures.fig4_cifar10 RUNS... --out out/figures
+python -m alignment.figures.fig4_cifar10 RUNS... --out out/figures
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from figures.training import (
+from alignment.figures.training import (
     PAPER_FIGURES,
     figure_data,
     panel_accuracy,

@@ -1,13 +1,13 @@
-"""Fig. 5 (ImageNet, ResNet-18): the training figure of :mod:`figures.training`.
+"""Fig. 5 (ImageNet, ResNet-18): the training figure of :mod:`alignment.figures.training`.
 
-python -m figures.fig5_imagenet RUNS... --out out/figures
+python -m alignment.figures.fig5_imagenet RUNS... --out out/figures
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from figures.training import (
+from alignment.figures.training import (
     PAPER_FIGURES,
     figure_data,
     panel_accuracy,

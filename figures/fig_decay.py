@@ -7,7 +7,7 @@ recomputed from the trainer config.
 One column per rule that records a residual (PFA, PFA-o, KP); seeds overlap (c_t does not depend
 on the data), so the ratio is their mean and the deviation their largest.
 
-    python -m figures.fig_decay out/mnist_pfa out/mnist_pfa_o --out out/figures
+    python -m alignment.figures.fig_decay out/mnist_pfa out/mnist_pfa_o --out out/figures
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from analyses._common import select_variables
-from analyses.decay import PREDICTED, decay_alignment, run_config
-from analyses.rules import rule_label
-from analyses.runs import as_combined, collapse_options, split_runs
-from analyses.trajectories import with_depth
-from figures import style
-from figures._cli import run_figure
-from figures.runinfo import layer_coords, seed_count
+from alignment.analyses._common import select_variables
+from alignment.analyses.decay import PREDICTED, decay_alignment, run_config
+from alignment.analyses.rules import rule_label
+from alignment.analyses.runs import as_combined, collapse_options, split_runs
+from alignment.analyses.trajectories import with_depth
+from alignment.figures import style
+from alignment.figures._cli import run_figure
+from alignment.figures.runinfo import layer_coords, seed_count
 
 NAME = "fig_decay"
 DATA = "decay"
@@ -79,7 +79,7 @@ def run_config_or_none(run: xr.Dataset) -> object | None:
 
 
 def figure_data(ds: xr.Dataset) -> xr.Dataset:
-    """:func:`analyses.decay_alignment` of the runs with a residual, reduced over seeds:
+    """:func:`alignment.analyses.decay_alignment` of the runs with a residual, reduced over seeds:
     ``residual_ratio`` (mean), ``predicted_decay`` (mean; equal across seeds) and
     ``relative_error`` (largest |deviation|), dims (rule, step[, layer])."""
     reason = supports(ds)

@@ -6,7 +6,7 @@ small nets name their layers, deep nets show relative depth); (b) vs epoch (vs s
 without epochs), one panel per rule (BP omitted: 0° by definition), one line per layer coloured by
 depth, mean ± sd band over seeds (seaborn, from the long table).
 
-    python -m figures.fig_grad_alignment out/mnist_* --out out/figures
+    python -m alignment.figures.fig_grad_alignment out/mnist_* --out out/figures
 """
 
 from __future__ import annotations
@@ -20,17 +20,17 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from analyses._common import label_step_coords, select_variables
-from analyses.gradients import grad_alignment_by_depth
-from analyses.jacobians import informative_layers
-from analyses.rules import rule_label
-from analyses.runs import collapse_options
-from analyses.trajectories import per_epoch, with_depth
-from figures import style
-from figures._cli import run_figure
-from figures.per_sample import layer_ticks
-from figures.runinfo import layer_coords, seed_count
-from figures.training import dense_runs, x_axis
+from alignment.analyses._common import label_step_coords, select_variables
+from alignment.analyses.gradients import grad_alignment_by_depth
+from alignment.analyses.jacobians import informative_layers
+from alignment.analyses.rules import rule_label
+from alignment.analyses.runs import collapse_options
+from alignment.analyses.trajectories import per_epoch, with_depth
+from alignment.figures import style
+from alignment.figures._cli import run_figure
+from alignment.figures.per_sample import layer_ticks
+from alignment.figures.runinfo import layer_coords, seed_count
+from alignment.figures.training import dense_runs, x_axis
 
 NAME = "fig_grad_alignment"
 DATA = "grad_alignment"

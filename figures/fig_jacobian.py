@@ -8,7 +8,7 @@ true (solid) and feedback (dashed) Jacobians, one panel per rule, lines coloured
 Layers are kept apart; the output layer (0° for every rule by construction) and BP (0° by
 definition) are not drawn.
 
-    python -m figures.fig_jacobian out/mnist_* --out out/figures
+    python -m alignment.figures.fig_jacobian out/mnist_* --out out/figures
 """
 
 from __future__ import annotations
@@ -24,20 +24,20 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from analyses._common import select_variables
-from analyses.jacobians import (
+from alignment.analyses._common import select_variables
+from alignment.analyses.jacobians import (
     final_per_sample,
     informative_layers,
     jacobian_steps,
     singular_value_spectra,
 )
-from analyses.rules import rule_label
-from analyses.runs import collapse_options
-from figures import style
-from figures._cli import run_figure
-from figures.per_sample import panel_boxes
-from figures.runinfo import layer_coords, seed_count
-from figures.training import dense_runs
+from alignment.analyses.rules import rule_label
+from alignment.analyses.runs import collapse_options
+from alignment.figures import style
+from alignment.figures._cli import run_figure
+from alignment.figures.per_sample import panel_boxes
+from alignment.figures.runinfo import layer_coords, seed_count
+from alignment.figures.training import dense_runs
 
 NAME = "fig_jacobian"
 DATA = "jacobian"
@@ -56,9 +56,9 @@ def supports(ds: xr.Dataset) -> str | None:
 
 def figure_data(ds: xr.Dataset, *, step: int | None = None) -> xr.Dataset:
     """Per-sample ``jacobian_alignment`` and ``delta_alignment`` (dims rule, seed, layer,
-    sample: :func:`analyses.jacobians.final_per_sample`) and the singular-value spectra (mean
-    over seeds: :func:`analyses.singular_value_spectra`) at each run's last Jacobian record (or
-    at ``step``). Attr ``caption`` says what is drawn."""
+    sample: :func:`alignment.analyses.jacobians.final_per_sample`) and the singular-value spectra
+    (mean over seeds: :func:`alignment.analyses.singular_value_spectra`) at each run's last
+    Jacobian record (or at ``step``). Attr ``caption`` says what is drawn."""
     reason = supports(ds)
     if reason:
         raise ValueError(f"{NAME}: {reason}")

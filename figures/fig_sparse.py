@@ -1,7 +1,7 @@
 """Sparse feedback: best test accuracy vs feedback density ρ (log x) for FA, DFA, uSF and PFA
 (mean ± std over seeds), with BP as a band (mean ± std).
 
-    python -m figures.fig_sparse out/sparse_* out/mnist_bp --out out/figures
+    python -m alignment.figures.fig_sparse out/sparse_* out/mnist_bp --out out/figures
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from analyses.rules import rule_label
-from analyses.runs import accuracy_table, as_combined
-from figures import style
-from figures._cli import run_figure
-from figures.runinfo import count
+from alignment.analyses.rules import rule_label
+from alignment.analyses.runs import accuracy_table, as_combined
+from alignment.figures import style
+from alignment.figures._cli import run_figure
+from alignment.figures.runinfo import count
 
 NAME = "fig_sparse"
 DATA = "sparse"

@@ -1,15 +1,15 @@
-"""The training figure of :mod:`figures.training` for runs no paper figure is for: another
+"""The training figure of :mod:`alignment.figures.training` for runs no paper figure is for: another
 data set, or own-loop runs that name none (test accuracy where logged with ``rec.log``, else
 that of the recorded batch; vs step for runs without epochs).
 
-    python -m figures.fig_training RUNS... --out out/figures
+    python -m alignment.figures.fig_training RUNS... --out out/figures
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from figures.training import (
+from alignment.figures.training import (
     ANY_RUNS,
     figure_data,
     panel_accuracy,

@@ -14,8 +14,8 @@ import seaborn as sns
 import xarray as xr
 from matplotlib.axes import Axes
 
-from analyses.rules import rule_label
-from figures import style
+from alignment.analyses.rules import rule_label
+from alignment.figures import style
 
 
 def layer_ticks(data: xr.Dataset, layers: Sequence[str]) -> list[str]:

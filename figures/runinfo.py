@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from analyses._common import run_dims
+from alignment.analyses._common import run_dims
 
 DATASET_TITLES = {
     "mnist": "MNIST",

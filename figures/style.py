@@ -29,8 +29,8 @@ from matplotlib.figure import Figure, SubFigure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
 
+from alignment.analyses.rules import rule_color as rules_color
 from alignment.recording.open import netcdf_engine
-from analyses.rules import rule_color as rules_color
 
 FORMATS = ("pdf", "png", "svg")
 SAVE_FORMATS = ("pdf", "png", "svg", "eps", "jpg", "tif")

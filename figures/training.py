@@ -26,12 +26,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from analyses._common import label_step_coords, labelled, run_dims, select_variables
-from analyses.rules import alignment_kind, rule_label
-from analyses.runs import as_combined, collapse_options, seed_statistics
-from analyses.trajectories import per_epoch, with_depth
-from figures import style
-from figures.runinfo import dataset_names, dataset_title, layer_coords, seed_count
+from alignment.analyses._common import label_step_coords, labelled, run_dims, select_variables
+from alignment.analyses.rules import alignment_kind, rule_label
+from alignment.analyses.runs import as_combined, collapse_options, seed_statistics
+from alignment.analyses.trajectories import per_epoch, with_depth
+from alignment.figures import style
+from alignment.figures.runinfo import dataset_names, dataset_title, layer_coords, seed_count
 
 DATA = "training"
 MNIST_LIKE = ("mnist", "mnist5k", "digits", "fashion_mnist")
@@ -48,7 +48,7 @@ VARIABLES = (
 @dataclass(frozen=True)
 class Spec:
     """A training figure: its name, the data sets it is for (empty: any the others are not for)
-    and its paper label. Its methods are the figure interface of :mod:`figures.build`
+    and its paper label. Its methods are the figure interface of :mod:`alignment.figures.build`
     (``supports``, ``figure_data``, ``make_figure``) and the command line (``main``); the modules
     ``fig2_mnist``, ``fig4_cifar10``, ``fig5_imagenet`` and ``fig_training`` expose them."""
 
@@ -70,8 +70,8 @@ class Spec:
         return make_figure(ds, title=title)
 
     def main(self, argv: Sequence[str] | None = None, *, description: str | None = None) -> int:
-        """``python -m figures.<name> RUNS... --out DIR``."""
-        from figures._cli import run_figure
+        """``python -m alignment.figures.<name> RUNS... --out DIR``."""
+        from alignment.figures._cli import run_figure
 
         return run_figure(
             argv,
@@ -108,7 +108,8 @@ def dense_runs(ds: xr.Dataset) -> xr.Dataset:
 
 
 def datasets_of(ds: xr.Dataset) -> list[str]:
-    """The data set of every run, from the records (:func:`figures.runinfo.dataset_names`)."""
+    """The data set of every run, from the records
+    (:func:`alignment.figures.runinfo.dataset_names`)."""
     return dataset_names(ds)
 
 

@@ -4,7 +4,7 @@
 realistic values for its rule (alignment settling where the paper says it does, test accuracy at
 epoch starts, Jacobians on the sparser schedule, a residual that decays exactly by c_t) and all
 run attrs; it passes :func:`alignment.recording.validate`. :func:`synthetic_runs` combines
-several with :func:`analyses.combine`.
+several with :func:`alignment.analyses.combine`.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from alignment.analyses import combine
 from alignment.config import Config, config_from_dict
 from alignment.recording.schema import RAW_QUANTITIES, VARIABLES, raw_name, validate
 from alignment.theory import decay_factors
 from alignment.training.schedules import learning_rate, weight_decay
-from analyses import combine
 
 LAYERS = ("fc1", "fc2", "fc3")
 RULE_OPTIONS: dict[str, dict[str, Any]] = {

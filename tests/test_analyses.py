@@ -11,11 +11,11 @@ import pytest
 import torch
 import xarray as xr
 
-import analyses as an
+from alignment import analyses as an
 from alignment import convert, models, open_run, open_runs
+from alignment.analyses.representations import layer_outputs, probe_inputs
 from alignment.recording import validate
 from alignment.theory import decay_factors, expected_angle, marchenko_pastur
-from analyses.representations import layer_outputs, probe_inputs
 from tests.synthetic import synthetic_run, synthetic_runs, tiny_runs
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from alignment import cli
 from alignment.cli_figures import add_commands
-from figures import fig2_mnist, fig3_expansion
-from figures.demo import make_demo_figures
+from alignment.figures import fig2_mnist, fig3_expansion
+from alignment.figures.demo import make_demo_figures
 from tests.synthetic import tiny_runs
 
 

@@ -15,9 +15,8 @@ import xarray as xr
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from alignment.recording.open import netcdf_engine
-from analyses import combine, expansion_study
-from figures import (
+from alignment.analyses import combine, expansion_study
+from alignment.figures import (
     fig2_mnist,
     fig3_expansion,
     fig4_cifar10,
@@ -31,6 +30,7 @@ from figures import (
     style,
     training,
 )
+from alignment.recording.open import netcdf_engine
 from tests.figure_checks import assert_legends_visible, assert_tidy
 from tests.synthetic import synthetic_run, synthetic_runs
 
@@ -62,8 +62,8 @@ def test_rule_colours_are_fixed_and_distinct() -> None:
 def test_a_new_rule_brings_its_own_label_and_colour(monkeypatch: pytest.MonkeyPatch) -> None:
     from dataclasses import dataclass
 
+    from alignment.analyses.rules import alignment_kind, rule_label
     from alignment.rules import FA, RULES
-    from analyses.rules import alignment_kind, rule_label
 
     @dataclass(frozen=True)
     class Mine(FA):
@@ -247,7 +247,7 @@ def test_per_sample_figure_data_keep_layers_apart(runs: xr.Dataset) -> None:
 
 
 def test_captions_are_saved_beside_every_figure(runs: xr.Dataset, tmp_path: Path) -> None:
-    from figures.build import build_figures
+    from alignment.figures.build import build_figures
 
     written, skipped = build_figures(runs, tmp_path, formats=("png",))
     assert set(written) == {"fig2_mnist", "fig_grad_alignment", "fig_jacobian", "fig_decay"}

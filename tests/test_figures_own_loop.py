@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import xarray as xr
 
+from alignment.figures import fig_decay
+from alignment.figures.build import RUN_FIGURES
 from alignment.recording import open_runs
-from figures import fig_decay
-from figures.build import RUN_FIGURES
 from tests.figure_checks import assert_legends_visible, assert_tidy
 from tests.own_loop import own_loop_runs
 from tests.test_cli_figures import run_cli

@@ -13,12 +13,12 @@ import xarray as xr
 import zarr.storage
 
 import alignment.recording
-import analyses as an
+from alignment import analyses as an
 from alignment import open_run, open_runs
 from alignment.cli_figures import build_from_runs
+from alignment.figures.build import RUN_FIGURES
 from alignment.recording import SchemaError, combine_runs
 from alignment.recording.store import SegmentStore
-from figures.build import RUN_FIGURES
 from tests.synthetic import RULE_OPTIONS, synthetic_run, write_run
 
 # (rule, seed, options, how the record is left on disk)

@@ -22,7 +22,7 @@ import yaml
 from torch import nn
 
 import alignment
-import analyses as an
+from alignment import analyses as an
 from alignment.cli import main
 from alignment.recording import grid, open_runs, schedules, tidy
 from alignment.summary import State, run_state

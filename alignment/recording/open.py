@@ -10,10 +10,10 @@ what the stack needs: the run attrs (rule, seed, options, tags, config), the coo
 (``step``, ``epoch``, ``layer``, …) and the arrays' metadata. A regrouped grid
 (:func:`alignment.recording.grid`) refers to the same chunks; grid points without a run are
 lazy NaN blocks, never allocated unless used. A reduction over seeds (``grid(ds).mean("seed")``,
-:func:`analyses.seed_statistics`) then streams the runs through memory a few chunks at a time
-(dask's threaded scheduler, one thread per CPU): the data held at once does not grow with the
-number of runs; what does is the bookkeeping (the Datasets' coordinates and attrs, one dask task
-per run and variable, ~0.1–0.3 MiB per run). Select the variables you need before indexing
+:func:`alignment.analyses.seed_statistics`) then streams the runs through memory a few chunks
+at a time (dask's threaded scheduler, one thread per CPU): the data held at once does not grow
+with the number of runs; what does is the bookkeeping (the Datasets' coordinates and attrs, one
+dask task per run and variable, ~0.1–0.3 MiB per run). Select the variables you need before indexing
 (``ds[["test_accuracy"]]``) and call ``.compute()`` on the small reduced result, not on the
 combined Dataset (that would load it all, as ``lazy=False`` does). ``open_runs(...,
 lazy=False)`` reads everything into memory: the same Dataset, numpy-backed
@@ -131,9 +131,10 @@ def open_raw(run_dir: PathLike, *, lazy: bool = False) -> xr.Dataset:
 
 
 def netcdf_engine() -> str:
-    """'h5netcdf' (NetCDF-4) when h5py is installed, else 'scipy' (NetCDF-3, 64-bit offset)."""
+    """'h5netcdf' (NetCDF-4) when h5netcdf (and so h5py) is installed, else 'scipy' (NetCDF-3,
+    64-bit offset)."""
     try:
-        import h5py  # noqa: F401
+        import h5netcdf  # noqa: F401
     except ImportError:
         return "scipy"
     return "h5netcdf"

@@ -24,14 +24,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import submitit
-from submitit.core.utils import FailedJobError, FailedSubmissionError
-from submitit.slurm.slurm import SlurmExecutor
-
 from alignment.config import Config
+from alignment.extras import needs_extra
 from alignment.sweeps.expand import Run
 from alignment.sweeps.resources import SlurmResources, generic_parameters, sbatch_parameters
 from alignment.sweeps.worker import Outcome, train_one
+
+with needs_extra("cluster", "the Slurm executor"):
+    import submitit
+    from submitit.core.utils import FailedJobError, FailedSubmissionError
+    from submitit.slurm.slurm import SlurmExecutor
 
 SUBMITIT_DIR = ".submitit"
 CLUSTERS = ("slurm", "local", "debug")
