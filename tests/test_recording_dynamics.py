@@ -214,9 +214,9 @@ def test_spectra_are_the_singular_values_of_w_and_the_feedback(tmp_path, rule: s
             expected["feedback_target_sv"] = svdvals(b @ bt_w)
         else:
             assert np.isnan(ds["feedback_target_sv"].sel(layer=name).values).all()
-        for variable, values in expected.items():
+        for variable, values in expected.items():  # from the Gram matrix: to ~1e-8 of σ_max
             row = ds[variable].sel(layer=name).values
-            np.testing.assert_allclose(row[: len(values)], values, rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(row[: len(values)], values, rtol=0, atol=1e-7 * values[0])
             assert np.isnan(row[len(values) :]).all()
     assert ds["weight_sv"].dims == ("layer", "rank")
     if rule == "dfa":  # D is C × (in·kh·kw): 3 singular values
@@ -224,7 +224,7 @@ def test_spectra_are_the_singular_values_of_w_and_the_feedback(tmp_path, rule: s
     capped = record_once(model, tmp_path / "capped", probe, dynamics=["spectra"], max_rank=2)
     first = svdvals(layers["4"].weight)[:2]
     assert capped.sizes["rank"] == 2
-    np.testing.assert_allclose(capped["weight_sv"].sel(layer="4").values, first, rtol=1e-10)
+    np.testing.assert_allclose(capped["weight_sv"].sel(layer="4").values, first, rtol=1e-7)
 
 
 # ------------------------------------------------------------------ gradient noise
