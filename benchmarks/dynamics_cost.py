@@ -10,11 +10,13 @@ For each (network, rule) one recorder per setting records the same untrained mod
 (``schedule`` and ``jacobian_schedule`` ``always``): the default quantities alone (``none``), plus
 each family alone, plus all three. The settings take turns record by record (so drift of a shared
 machine hits all alike); the first record of each (one-time setup and caches) is not counted.
-Reported: the median ``record_seconds`` of a probe record per setting, and for each family its
-marginal cost (median with it − median without) in seconds and in % of a training epoch: the
-median training step (forward + backward + SGD step, batch 64) × ``--steps-per-epoch`` (the demo's
-62). The demo records the probe schedule once per epoch (``record.jacobian: epoch``), so that
-percentage is the family's overhead on the demo's training time.
+Times are CPU seconds of this process (``time.process_time``, one thread), which a machine
+shared with other jobs inflates far less than wall-clock time. Reported: the median CPU time of a
+probe record per setting (``rec.step``), and for each family its marginal cost (median with it −
+median without) in seconds and in % of a training epoch: the median training step (forward +
+backward + SGD step, batch 64) × ``--steps-per-epoch`` (the demo's 62). The demo records the
+probe schedule once per epoch (``record.jacobian: epoch``), so that percentage is the family's
+overhead on the demo's training time.
 
     python benchmarks/dynamics_cost.py                     # both nets, ~3 min on 1 core
     python benchmarks/dynamics_cost.py --nets mlp --rules pfa --records 3
@@ -37,11 +39,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import alignment
-from alignment.recording import open_run, schedules
+from alignment.recording import schedules
 from alignment.recording.schema import DYNAMICS
 
 sys.path.insert(0, str(Path(__file__).parent))
-from recorder_overhead import convnet  # noqa: E402  (the same convnet as the overhead bench)
+from recorder_overhead import convnet  # the same convnet as the overhead benchmark
 
 BATCH = 64
 PROBE = 16
@@ -61,24 +63,24 @@ def batch(size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def step_seconds(net: str, rule: str, repeats: int = 15) -> float:
-    """Median seconds of one training step (batch 64, SGD with momentum)."""
+    """Median CPU seconds of one training step (batch 64, SGD with momentum)."""
     model = build(net, rule)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     x, y = batch(BATCH, 1)
     times = []
     for i in range(repeats + 2):
-        start = time.perf_counter()
+        start = time.process_time()
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if i >= 2:
-            times.append(time.perf_counter() - start)
+            times.append(time.process_time() - start)
     return statistics.median(times)
 
 
 def record_seconds(net: str, rule: str, records: int, root: Path) -> dict[str, float]:
-    """Median record_seconds of a probe record for every setting (first record dropped)."""
+    """Median CPU seconds of a probe record for every setting (first record dropped)."""
     model = build(net, rule)
     probe, data = batch(PROBE, 2), batch(BATCH, 3)
     recorders = {
@@ -94,15 +96,16 @@ def record_seconds(net: str, rule: str, records: int, root: Path) -> dict[str, f
         )
         for name, families in SETTINGS.items()
     }
-    for _ in range(records + 1):
-        for rec in recorders.values():
+    times: dict[str, list[float]] = {name: [] for name in SETTINGS}
+    for i in range(records + 1):
+        for name, rec in recorders.items():
+            start = time.process_time()
             rec.step(*data)
-    out = {}
-    for name, rec in recorders.items():
+            if i > 0:
+                times[name].append(time.process_time() - start)
+    for rec in recorders.values():
         rec.close()
-        seconds = open_run(rec.run_dir)["record_seconds"].values[1:]
-        out[name] = float(statistics.median(seconds))
-    return out
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"torch {torch.__version__}, {platform.machine()}, {args.threads} thread(s); probe "
         f"{PROBE}, batch {BATCH}; epoch = {args.steps_per_epoch} steps; "
-        "cost = marginal seconds per probe record (% of an epoch)"
+        "CPU seconds; cost = marginal seconds per probe record (% of an epoch)"
     )
     header = f"{'net':5} {'rule':6} {'step ms':>8} {'epoch s':>8} {'probe rec s':>11}"
     print(header + "".join(f" {name:>22}" for name in [*DYNAMICS, "all"]))

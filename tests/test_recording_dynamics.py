@@ -266,6 +266,22 @@ def test_grad_snr_and_sample_angles_follow_their_formulas(
     assert np.isfinite(ds["sample_grad_angle"].values).all()
 
 
+def test_a_resumed_record_keeps_its_caps(tmp_path) -> None:
+    """The caps fix the widths of the unit and rank dims: a resume must use the record's own."""
+    model, probe = converted("mlp", "fa"), data("mlp")
+    rec = alignment.Recorder(model, tmp_path, probe=probe, dynamics=True, max_features=4)
+    rec.step(*probe)
+    state = rec.state_dict()
+    assert open_run(tmp_path).attrs["max_features"] == 4
+    with pytest.raises(ValueError, match=r"keeps max_features=4.*pass max_features=4"):
+        alignment.Recorder(model, tmp_path, resume=True, dynamics=True)
+    rec = alignment.Recorder(model, tmp_path, resume=True, dynamics=True, max_features=4)
+    rec.load_state_dict(state)
+    rec.step(*probe)
+    rec.close()
+    assert open_run(tmp_path).sizes["unit"] == 4
+
+
 # ------------------------------------------------------------------ opt-in and the trainer
 def test_the_families_are_opt_in_and_selectable(tmp_path) -> None:
     model, probe = converted("mlp", "pfa"), data("mlp")

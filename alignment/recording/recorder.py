@@ -404,6 +404,8 @@ class Recorder:
             "loss_fn": getattr(self.loss_fn, "__name__", type(self.loss_fn).__name__),
             "tags": json.dumps(self.tags, sort_keys=True),
             "quantities": json.dumps(list(self.variables)),
+            "max_features": self.max_features,
+            "max_rank": self.max_rank,
         }
 
     def _static(self) -> xr.Dataset:
@@ -438,6 +440,13 @@ class Recorder:
             torch.from_numpy(static["probe_label"].values.copy()),
         )
         self._setup(*probe, write=False)
+        for key in ("max_features", "max_rank"):  # the widths of the unit and rank dims
+            kept = static.attrs.get(key, getattr(self, key))
+            if int(kept) != getattr(self, key):
+                raise ValueError(
+                    f"cannot resume {self.run_dir}: its record keeps {key}={kept}, this recorder "
+                    f"asks for {getattr(self, key)}; pass {key}={kept}"
+                )
         stored = [str(name) for name in static["layer"].values]
         if stored != self.net.names:
             raise ValueError(
