@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from alignment.recording.schema import DYNAMICS
 from alignment.rules import make_rule
 
 
@@ -92,13 +93,16 @@ class WeightDecayScheduleConfig:
 class RecordConfig:
     """What the recorder writes: scalar quantities every ``every`` steps (plus every epoch start),
     Jacobians on ``jacobian`` (``epoch`` or ``never`` or a step interval), raw tensors of
-    ``raw_layers`` at epoch starts."""
+    ``raw_layers`` at epoch starts, and the opt-in network-dynamics families ``dynamics``."""
 
     every: int = 50
     jacobian: str | int = "epoch"
     probe_size: int = 16
     raw_layers: list[str] = field(default_factory=list)
     flush_every: int = 10
+    dynamics: list[str] = field(default_factory=list)
+    """Network-dynamics families recorded on the probe (``jacobian``) schedule, e.g.
+    ``[representations, spectra, gradient_noise]`` (``Recorder(dynamics=...)``); default none."""
 
 
 @dataclass
@@ -258,6 +262,12 @@ def _check_ranges(config: Config, source: str) -> None:
         raise ConfigError(
             f"{source}: record.jacobian must be 'epoch', 'never' or a step interval ≥ 1, "
             f"got {jacobian!r}"
+        )
+    unknown = [name for name in config.record.dynamics if name not in DYNAMICS]
+    if unknown:
+        raise ConfigError(
+            f"{source}: record.dynamics names unknown family {unknown[0]!r}; valid families: "
+            f"{', '.join(DYNAMICS)}, e.g. record.dynamics: [spectra]"
         )
     burst = config.wd_schedule.burst_steps
     if burst is not None and burst < 0:

@@ -12,7 +12,8 @@ most once and shared by every quantity that reads it:
   model's own mode (BatchNorm on batch statistics, as in the training step), under the rule and
   under BP, at the same weights;
 * ``probe_rule`` / ``probe_bp``: the error δ delivered to every layer output on the probe batch,
-  in eval mode;
+  in eval mode (and, from the rule's pass, every layer's output y);
+* ``probe_bp_grads``: BP's gradient of every W on the probe batch, in eval mode;
 * ``jacobians``: per-sample Jacobians of the logits w.r.t. every layer output on the probe batch,
   feedback (live model) and true (BP copy), from one ``torch.func.jacrev`` each;
 * ``dfa_maps``: for DFA layers, the feedback map from e_out to the layer *input* and the
@@ -46,6 +47,7 @@ from torch.func import functional_call, jacrev
 from alignment.convert import UnconvertedLayerWarning, convert
 from alignment.layers.base import FeedbackLayer
 from alignment.recording.quantities.common import Workspace
+from alignment.recording.schema import MAX_FEATURES, MAX_RANK
 from alignment.rules.bp import BP
 from alignment.rules.dfa import DFA
 
@@ -95,6 +97,26 @@ def perturbed(
             handle.remove()
 
 
+@contextlib.contextmanager
+def captured(layers: Mapping[str, nn.Module], outputs: dict[str, Tensor]) -> Iterator[None]:
+    """Store the (detached) output of each of ``layers`` in ``outputs`` during the block."""
+    handles = []
+
+    def keep(name: str) -> Callable:
+        def hook(module: nn.Module, args: tuple, output: Tensor) -> None:
+            outputs[name] = output.detach()
+
+        return hook
+
+    try:
+        for name, layer in layers.items():
+            handles.append(layer.register_forward_hook(keep(name)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def _add_to_output(eps: Tensor) -> Callable:
     def hook(module: nn.Module, args: tuple, output: Tensor) -> Tensor:
         return output + eps
@@ -112,8 +134,19 @@ def _add_to_input(eps: Tensor) -> Callable:
 class Network:
     """A converted model as the recorder sees it (built once per recorder)."""
 
-    def __init__(self, model: nn.Module, x_probe: Tensor) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        x_probe: Tensor,
+        *,
+        max_features: int = MAX_FEATURES,
+        max_rank: int = MAX_RANK,
+    ) -> None:
         self.model = model
+        self.max_features = max_features
+        """Units per layer kept in ``activation``."""
+        self.max_rank = max_rank
+        """Singular values per layer kept in the spectra."""
         self.device = x_probe.device
         self.layers, self.in_shapes, self.out_shapes, self.num_outputs = _trace(model, x_probe)
         if not self.layers:
@@ -248,6 +281,8 @@ class ProbePass:
     logits: Tensor
     e_out: Tensor
     deltas: dict[str, Tensor]
+    outputs: dict[str, Tensor]
+    """Each layer's output y on the probe batch (the rule's pass only; empty for BP's)."""
 
 
 @dataclass
@@ -330,7 +365,14 @@ class StepContext:
     def _probe_pass(self, which: str) -> ProbePass:
         net = self.net
         eps = self._zeros_out(self.x_probe.shape[0])
-        with fork_rng(net.device), torch.enable_grad(), eval_mode(net.model, net.bp):
+        outputs: dict[str, Tensor] = {}
+        layers = net.layers if which == "rule" else {}
+        with (
+            fork_rng(net.device),
+            torch.enable_grad(),
+            eval_mode(net.model, net.bp),
+            captured(layers, outputs),  # registered first: sees y before the zero perturbation
+        ):
             for e in eps.values():
                 e.requires_grad_()
             logits = net.run(which, self.x_probe, outputs=eps)
@@ -340,7 +382,7 @@ class StepContext:
             name: (g if g is not None else torch.zeros_like(e))
             for (name, e), g in zip(eps.items(), grads[1:], strict=True)
         }
-        return ProbePass(logits.detach(), grads[0], deltas)
+        return ProbePass(logits.detach(), grads[0], deltas, outputs)
 
     @cached_property
     def probe_rule(self) -> ProbePass:
@@ -349,6 +391,21 @@ class StepContext:
     @cached_property
     def probe_bp(self) -> ProbePass:
         return self.probe_rule if self.net.all_bp else self._probe_pass("bp")
+
+    @cached_property
+    def probe_bp_grads(self) -> dict[str, Tensor | None]:
+        """BP's gradient of every W on the probe batch, in eval mode (None: W not trained)."""
+        net = self.net
+        weights = [layer.weight for layer in net.layers.values()]
+        wanted = [w for w in weights if w.requires_grad]
+        with fork_rng(net.device), torch.enable_grad(), eval_mode(net.model, net.bp):
+            loss = self.loss_fn(net.run("bp", self.x_probe), self.y_probe)
+            grads = torch.autograd.grad(loss, wanted, allow_unused=True) if wanted else ()
+        found = iter(grads)
+        return {
+            name: (next(found) if w.requires_grad else None)
+            for name, w in zip(net.layers, weights, strict=True)
+        }
 
     # ---------------------------------------------------------------- Jacobians
     def _transform_tensors(self, which: str) -> dict[str, Tensor]:

@@ -41,10 +41,13 @@ from alignment.recording import schedules as sched
 from alignment.recording.context import LossFn, Network, StepContext
 from alignment.recording.decay import ResidualDecay
 from alignment.recording.integrity import check_checkpoint, check_resumable
-from alignment.recording.quantities import QUANTITIES, SELECTABLE, raw
+from alignment.recording.quantities import OPT_IN, QUANTITIES, SELECTABLE, raw
 from alignment.recording.quantities.layers import layer_coords
 from alignment.recording.quantities.network import SCALARS
 from alignment.recording.schema import (
+    DYNAMICS,
+    MAX_FEATURES,
+    MAX_RANK,
     PROBE_INPUT,
     PROBE_INPUT_DIMS,
     RAW_EPOCH,
@@ -131,9 +134,39 @@ class _Record:
     values: dict[str, Any] = field(default_factory=dict)
 
 
-def _selection(quantities: Iterable[str] | None, exclude: Iterable[str]) -> tuple[str, ...]:
-    """The variables to compute: ``quantities`` (default: all) minus ``exclude``, validated."""
-    chosen = list(SELECTABLE) if quantities is None else list(quantities)
+def _families(dynamics: Iterable[str] | bool | None) -> tuple[str, ...]:
+    """The network-dynamics families asked for (``True``: all), validated."""
+    if dynamics is None or dynamics is False:
+        return ()
+    if dynamics is True:
+        return tuple(DYNAMICS)
+    if isinstance(dynamics, str):
+        raise TypeError(
+            f"Recorder: dynamics must be a list of family names or True, not a string; e.g. "
+            f"dynamics=[{dynamics!r}]"
+        )
+    families = list(dynamics)
+    unknown = [name for name in families if name not in DYNAMICS]
+    if unknown:
+        raise ValueError(
+            f"Recorder: dynamics names unknown families {', '.join(map(repr, unknown))}; valid "
+            f"families: {', '.join(DYNAMICS)} (or True for all)"
+        )
+    return tuple(name for name in DYNAMICS if name in families)
+
+
+def _selection(
+    quantities: Iterable[str] | None,
+    exclude: Iterable[str],
+    dynamics: Iterable[str] | bool | None = None,
+) -> tuple[str, ...]:
+    """The variables to compute: ``quantities`` (default: all but the opt-in ones), plus those of
+    the ``dynamics`` families, minus ``exclude``, validated."""
+    if isinstance(quantities, str):
+        raise TypeError("Recorder: quantities must be a list of names, not a string")
+    default = [name for name in SELECTABLE if name not in OPT_IN]
+    chosen = default if quantities is None else list(quantities)
+    chosen += [name for family in _families(dynamics) for name in DYNAMICS[family]]
     excluded = list(exclude)
     for what, names in (("quantities", chosen), ("exclude", excluded)):
         if isinstance(names, str):
@@ -185,10 +218,19 @@ class Recorder:
         flush_every: records buffered before they are written (a crash loses at most these).
         resume: continue the record in ``run_dir`` (then call :meth:`load_state_dict`).
         quantities: the variables to compute (names from the schema, e.g. ``["grad_alignment",
-            "feedback_alignment"]``; default: all); a family computed together (the three of
-            :mod:`~.quantities.gradients`, …) costs the same for one of its names as for all.
+            "feedback_alignment"]``; default: all but the opt-in ``dynamics``); a family
+            computed together (the three of :mod:`~.quantities.gradients`, …) costs the same
+            for one of its names as for all.
         exclude: variables not to compute (e.g. ``["delta_alignment", "jacobian_alignment",
             "jacobian_sv_true", "jacobian_sv_fb"]``).
+        dynamics: opt-in families of network-dynamics variables to compute as well, on the
+            probe schedule (``True``: all; default none): ``"representations"`` (activation),
+            ``"spectra"`` (weight_sv, feedback_sv, feedback_target_sv), ``"gradient_noise"``
+            (grad_snr, sample_grad_angle); see :data:`.schema.DYNAMICS`. Naming their variables
+            in ``quantities`` also records them; ``exclude`` removes them.
+        max_features: units per layer kept in ``activation`` (an evenly spaced subset of wider
+            layers).
+        max_rank: singular values per layer kept in the spectra (the largest).
         tags: the user's own factors of the run, a flat dict of name → string or number, stored
             as the JSON attr ``tags`` (e.g. ``{"wd": "burst"}``; combined runs use them as
             factors).
@@ -220,6 +262,9 @@ class Recorder:
         tags: Mapping[str, str | int | float] | None = None,
         min_records: int = MIN_RECORDS,
         final: bool = True,
+        dynamics: Iterable[str] | bool | None = None,
+        max_features: int = MAX_FEATURES,
+        max_rank: int = MAX_RANK,
     ) -> None:
         if isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1:
             raise ValueError(f"Recorder: flush_every must be an int ≥ 1, got {flush_every!r}")
@@ -231,7 +276,11 @@ class Recorder:
             raise ValueError(
                 f"Recorder: steps_per_epoch must be a positive int, got {steps_per_epoch!r}"
             )
-        self.variables = _selection(quantities, exclude)
+        for key, value in (("max_features", max_features), ("max_rank", max_rank)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Recorder: {key} must be an int ≥ 1, got {value!r}")
+        self.variables = _selection(quantities, exclude, dynamics)
+        self.max_features, self.max_rank = max_features, max_rank
         self.tags = check_tags({} if tags is None else dict(tags))
         self.min_records = int(min_records)
         self.final = bool(final)
@@ -299,7 +348,9 @@ class Recorder:
             x_probe = x_probe.to(weight.dtype)
         y_probe = y_probe.detach().to(weight.device)
         self.probe = (x_probe, y_probe)
-        self.net = Network(self.model, x_probe)
+        self.net = Network(
+            self.model, x_probe, max_features=self.max_features, max_rank=self.max_rank
+        )
         if self.raw_layers == "all":
             self.raw_layers = tuple(self.net.names)
         unknown = [name for name in self.raw_layers if name not in self.net.layers]
@@ -353,6 +404,8 @@ class Recorder:
             "loss_fn": getattr(self.loss_fn, "__name__", type(self.loss_fn).__name__),
             "tags": json.dumps(self.tags, sort_keys=True),
             "quantities": json.dumps(list(self.variables)),
+            "max_features": self.max_features,
+            "max_rank": self.max_rank,
         }
 
     def _static(self) -> xr.Dataset:
@@ -387,6 +440,13 @@ class Recorder:
             torch.from_numpy(static["probe_label"].values.copy()),
         )
         self._setup(*probe, write=False)
+        for key in ("max_features", "max_rank"):  # the widths of the unit and rank dims
+            kept = static.attrs.get(key, getattr(self, key))
+            if int(kept) != getattr(self, key):
+                raise ValueError(
+                    f"cannot resume {self.run_dir}: its record keeps {key}={kept}, this recorder "
+                    f"asks for {getattr(self, key)}; pass {key}={kept}"
+                )
         stored = [str(name) for name in static["layer"].values]
         if stored != self.net.names:
             raise ValueError(

@@ -8,7 +8,10 @@ and the recorder's variables also ``schedule``: which records hold it (:data:`MA
 (``Recorder(jacobian_schedule=...)``, sparser) records what needs per-sample passes over the
 probe batch: ``delta_alignment``, the Jacobian quantities and, for DFA layers,
 ``feedback_alignment`` and ``feedback_norm_ratio`` (their probe-mean true Jacobian); these are
-NaN at the other steps.
+NaN at the other steps. So are the opt-in network-dynamics families (:data:`DYNAMICS`):
+``representations`` (``activation``, dim ``unit``), ``spectra`` (``weight_sv``, ``feedback_sv``,
+``feedback_target_sv``, dim ``rank``) and ``gradient_noise`` (``grad_snr``,
+``sample_grad_angle``), recorded only when asked for.
 
 Raw tensors (opt-in per layer) live on their own dim ``raw_step`` (coordinate ``raw_epoch``), one
 variable per layer named ``<quantity>__<layer>`` (:data:`RAW_QUANTITIES`), with that layer's own
@@ -69,6 +72,19 @@ class Variable:
 
 
 STEP, LAYER = ("step",), ("step", "layer")
+
+MAX_FEATURES = 256
+"""Default cap on the units per layer in ``activation`` (``Recorder(max_features=...)``)."""
+MAX_RANK = 256
+"""Default cap on the singular values per layer in the spectra (``Recorder(max_rank=...)``)."""
+
+DYNAMICS: dict[str, tuple[str, ...]] = {
+    "representations": ("activation",),
+    "spectra": ("weight_sv", "feedback_sv", "feedback_target_sv"),
+    "gradient_noise": ("grad_snr", "sample_grad_angle"),
+}
+"""The opt-in families of network-dynamics variables (``Recorder(dynamics=[...])``, config
+``record.dynamics``), all on the probe schedule; a recorder computes none of them by default."""
 
 VARIABLES: dict[str, Variable] = {
     # network level
@@ -185,6 +201,60 @@ VARIABLES: dict[str, Variable] = {
         "feedback, momentum buffers older than the recorder, a record continued without the "
         "checkpoint's recorder state. Recorded with feedback_residual (PFA, PFA-o, KP).",
     ),
+    # network dynamics (opt-in: Recorder(dynamics=...), see DYNAMICS)
+    "activation": Variable(
+        ("step", "layer", "sample", "unit"),
+        "layer output",
+        "1",
+        "Each converted layer's output y on the probe batch (before any following "
+        "nonlinearity), from the rule's eval-mode probe pass, pooled by a mean over every dim "
+        "but the sample and the feature dim (conv: over height × width; outputs (batch, …, F): "
+        "over the middle positions). At most max_features units per layer (default "
+        f"{MAX_FEATURES}): a wider layer keeps the evenly spaced units ⌊i·F/m⌋, i = 0…m−1 "
+        "(F its width, m = max_features). NaN-padded to the widest layer.",
+    ),
+    "weight_sv": Variable(
+        ("step", "layer", "rank"),
+        "singular values of W",
+        "1",
+        "Singular values of W reshaped to out × (in·kh·kw), descending; the largest max_rank "
+        f"kept (default {MAX_RANK}), NaN-padded.",
+    ),
+    "feedback_sv": Variable(
+        ("step", "layer", "rank"),
+        "singular values of the feedback",
+        "1",
+        "Singular values of feedback_matrix() reshaped to rows × rest (FA, KP: B; PFA: B·R; "
+        "sign symmetry: its sign matrix; BP: W; DFA: D, C × (in·kh·kw)), descending; the "
+        "largest max_rank kept, NaN-padded.",
+    ),
+    "feedback_target_sv": Variable(
+        ("step", "layer", "rank"),
+        "singular values of B·(BᵀW)",
+        "1",
+        "PFA, PFA-o: singular values of B·(M⊙BᵀW), W reshaped to out × (in·kh·kw) and M the "
+        "mask of R (all ones when dense): the feedback B·R would be at the weight-decay fixed "
+        "point R* = M⊙BᵀW that R's update Bᵀ·grad_W drives it to (arXiv 2405.20594, §3); "
+        "compare with feedback_sv. Descending, the largest max_rank kept, NaN-padded; NaN for "
+        "other rules.",
+    ),
+    "grad_snr": Variable(
+        LAYER,
+        "gradient signal-to-noise ratio",
+        "1",
+        "‖ḡ‖² / ((1/(n−1)) Σᵢ ‖gᵢ − ḡ‖²) over the n probe samples, gᵢ the rule's update of W "
+        "for sample i alone (torch.func.vmap of the gradient through the rule's backward, "
+        "eval mode as every probe pass, so BatchNorm on its running statistics) and ḡ their "
+        "mean. NaN when n < 2 or every gᵢ is equal.",
+    ),
+    "sample_grad_angle": Variable(
+        ("step", "layer", "sample"),
+        "per-sample update angle to BP",
+        DEG,
+        "Per probe sample i: angle between the rule's update of W for sample i alone (as in "
+        "grad_snr) and the BP gradient of W on the whole probe batch (eval mode; the mean of "
+        "the per-sample BP gradients).",
+    ),
     # once per run
     "bbt_eigenvalues": Variable(
         ("layer", "eig"), "eigenvalues of B·Bᵀ", "1", "PFA only; ascending, NaN-padded."
@@ -197,6 +267,7 @@ SCHEDULES = {
     **dict.fromkeys(
         ("delta_alignment", "jacobian_alignment", "jacobian_sv_true", "jacobian_sv_fb"), PROBE
     ),
+    **dict.fromkeys((name for names in DYNAMICS.values() for name in names), PROBE),
     **dict.fromkeys(("feedback_alignment", "feedback_norm_ratio"), MAIN_DFA_PROBE),
     **dict.fromkeys(("bbt_eigenvalues", "probe_label"), ONCE),
 }
@@ -256,7 +327,9 @@ LAYER_COORDS: dict[str, Variable] = {
 USER_PREFIX = "user_"
 """Prefix of the variables holding user scalars (:meth:`alignment.Recorder.log`)."""
 
-RESERVED_TAGS = frozenset({"rule", "seed", "run", "step", "epoch", "layer", "sample", "sv", "eig"})
+RESERVED_TAGS = frozenset(
+    {"rule", "seed", "run", "step", "epoch", "layer", "sample", "sv", "eig", "unit", "rank"}
+)
 """Tag names that would collide with a factor or a dim of combined runs."""
 
 

@@ -173,6 +173,7 @@ def _recorder(config: Config, model, run_dir, probe, optimizer, seed, per_epoch,
         flush_every=record.flush_every,
         resume=resume,
         min_records=0,  # the config sets the schedule; tiny test runs have few records
+        dynamics=record.dynamics,
     )
 
 
