@@ -99,6 +99,9 @@ class RecordConfig:
     probe_size: int = 16
     raw_layers: list[str] = field(default_factory=list)
     flush_every: int = 10
+    # ---- temporary (branch h/dynfig, issue 15): the recording branch owns this key; drop at merge
+    dynamics: list[str] = field(default_factory=list)
+    """Network-dynamics families to record: representations, spectra, gradient_noise."""
 
 
 @dataclass

@@ -51,6 +51,42 @@ def linear_cka(
     return float(np.clip(np.sum(k * l_) / denominator, 0.0, 1.0))
 
 
+def _padded(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` (…, sample, feature) with its padding (features NaN for every sample) set to 0,
+    which changes no centred Gram matrix, and a mask of the entries (…) that still hold NaN
+    (records that are missing, or NaN inside a representation)."""
+    padding = np.isnan(x).all(axis=-2, keepdims=True)
+    filled = np.where(padding, 0.0, x)
+    broken = ~np.isfinite(filled).all(axis=(-2, -1))
+    return np.where(np.isfinite(filled), filled, 0.0), broken
+
+
+def centred_grams(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centred Gram matrices X̃X̃ᵀ (…, sample, sample) of representations ``x`` (…, sample,
+    feature), in float64, NaN-padded features ignored; and the mask of those that are undefined
+    (a missing record: NaN beyond the padding)."""
+    filled, broken = _padded(np.asarray(x, dtype=np.float64))
+    centred = filled - filled.mean(axis=-2, keepdims=True)
+    return centred @ np.swapaxes(centred, -1, -2), broken
+
+
+def cka_from_grams(k: np.ndarray, l_: np.ndarray) -> np.ndarray:
+    """Linear CKA ⟨K, L⟩_F / (‖K‖_F ‖L‖_F) of centred Gram matrices, broadcast over the leading
+    axes; NaN where either is zero (a representation constant over samples)."""
+    denominator = np.linalg.norm(k, axis=(-2, -1)) * np.linalg.norm(l_, axis=(-2, -1))
+    numerator = np.sum(k * l_, axis=(-2, -1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.clip(np.where(denominator > 0, numerator / denominator, np.nan), 0.0, 1.0)
+
+
+def linear_cka_padded(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """:func:`linear_cka` broadcast over leading axes: ``x`` and ``y`` (…, sample, feature),
+    features NaN for every sample are padding (ignored); NaN where a record is missing."""
+    k, bad_k = centred_grams(x)
+    l_, bad_l = centred_grams(y)
+    return np.where(bad_k | bad_l, np.nan, cka_from_grams(k, l_))
+
+
 def cka_matrix(
     representations: xr.Dataset, *, dim: str = "rule", sample_dim: str = "sample"
 ) -> xr.DataArray:

@@ -205,6 +205,51 @@ VARIABLES = {
     name: replace(var, schedule=SCHEDULES.get(name, MAIN)) for name, var in VARIABLES.items()
 }
 
+# ---- BEGIN temporary (branch h/dynfig, issue 15): the network-dynamics variables, so that the
+# analyses and figures can be tested before the recording lands. The recording branch defines them
+# for real; at merge, delete this block and keep its definitions.
+_DYNAMICS = {
+    "activation": Variable(
+        ("step", "layer", "sample", "feature"),
+        "layer output",
+        "1",
+        "Each layer's output on the probe batch, pooled over space/positions, NaN-padded across "
+        "layers along 'feature'.",
+    ),
+    "weight_sv": Variable(
+        ("step", "layer", "rank"), "singular values of W", "1", "Descending, NaN-padded."
+    ),
+    "feedback_sv": Variable(
+        ("step", "layer", "rank"),
+        "singular values of the feedback",
+        "1",
+        "Of feedback_matrix() (PFA: B·R); descending, NaN-padded.",
+    ),
+    "feedback_target_sv": Variable(
+        ("step", "layer", "rank"),
+        "singular values of B·(BᵀW)",
+        "1",
+        "PFA only (NaN elsewhere): the feedback at the fixed point R = BᵀW; descending, "
+        "NaN-padded.",
+    ),
+    "grad_snr": Variable(
+        LAYER,
+        "gradient signal-to-noise ratio",
+        "1",
+        "Of the per-sample rule updates on the probe batch.",
+    ),
+    "sample_grad_angle": Variable(
+        ("step", "layer", "sample"),
+        "per-sample update angle to BP",
+        DEG,
+        "Angle between each probe sample's rule update and the probe batch's BP gradient.",
+    ),
+}
+VARIABLES.update(
+    {n: replace(v, schedule=PROBE) for n, v in _DYNAMICS.items() if n not in VARIABLES}
+)
+# ---- END temporary
+
 TIMINGS = ("record_seconds", "elapsed_seconds")
 """Wall-clock variables: the only ones in which two runs with the same seed differ."""
 
