@@ -3,9 +3,10 @@
 Each rule trains its config's seeds (0, 1, 2) into ``out/demo/<rule>/seed<N>``, two runs at once,
 each in its own process at one thread (``--jobs``; the numbers do not depend on it); finished runs
 are skipped, interrupted ones resumed. Printed: each run's time as it finishes, then a table of
-final test accuracy and path alignment (mean ± sd over seeds) with the time per rule, and the
-checks of the paper's phenomena on the seed means, accuracy against BP's included. Exits 1 when a
-check fails.
+final test accuracy and path alignment (mean ± sd over seeds) with the time per rule, the
+checks of the paper's phenomena on the seed means, accuracy against BP's included, and the
+network dynamics at the end (CKA to BP per layer for FA, PFA and PFA-o; gradient SNR per
+rule). Exits 1 when a check fails.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from alignment.config import load_config
 from alignment.recording import open_run
 from alignment.theory import expected_angle
 from alignment.training import train
-from analyses import decay_alignment
+from analyses import cka_to_reference, combine, decay_alignment, final_gradient_noise, last_finite
 from figures.demo import make_demo_figures
 
 DEMO_RULES = ("bp", "fa", "dfa", "usf", "pfa", "pfa_o")
@@ -134,6 +135,51 @@ def phenomena(runs: Runs) -> list[tuple[str, str, bool]]:
     return checks
 
 
+CKA_RULES = ("fa", "pfa", "pfa_o")
+"""Rules whose final CKA to BP the demo's summary reports (the headline of the dynamics)."""
+
+
+def _per_layer_values(da: xr.DataArray, digits: int) -> str:
+    """'fc1 m ± sd, fc2 …' over the seed dim (sd with ddof 1; none for one seed)."""
+    parts = []
+    for layer in da["layer"].values:
+        values = np.asarray(da.sel(layer=layer).values, dtype=float).ravel()
+        values = values[np.isfinite(values)]
+        if not values.size:
+            continue
+        sd = f" ± {values.std(ddof=1):.{digits}f}" if values.size > 1 else ""
+        parts.append(f"{layer} {values.mean():.{digits}f}{sd}")
+    return ", ".join(parts) or "no finite value"
+
+
+def dynamics_summary(runs: Runs) -> list[str]:
+    """The network dynamics at the end of training, as lines to print: linear CKA to BP (same
+    seed, same probe batch) per layer for FA, PFA and PFA-o, and the gradient SNR per layer and
+    rule (mean ± sd over seeds). Runs that did not record ``record.dynamics`` get a line saying
+    so instead; nothing here raises."""
+    datasets = [ds for rule in runs for ds in _seeds(runs, rule)]
+    lines = []
+    combined = combine(datasets)
+    if "activation" not in combined:
+        lines.append("CKA to BP: not recorded (record.dynamics lacks representations)")
+    elif "bp" not in runs:
+        lines.append("CKA to BP: needs the BP runs (--rules bp ...)")
+    else:
+        try:
+            cka = last_finite(cka_to_reference(combined)["cka_to_bp"]).compute()
+            for rule in (r for r in CKA_RULES if r in runs):
+                lines.append(f"CKA to BP, {rule}: {_per_layer_values(cka.sel(rule=rule), 3)}")
+        except ValueError as error:
+            lines.append(f"CKA to BP: {error}")
+    if "grad_snr" not in combined:
+        lines.append("gradient SNR: not recorded (record.dynamics lacks gradient_noise)")
+    else:
+        snr = final_gradient_noise(combined)["grad_snr"].compute()
+        for rule in runs:
+            lines.append(f"gradient SNR, {rule}: {_per_layer_values(snr.sel(rule=rule), 2)}")
+    return lines
+
+
 def table(runs: Runs, seconds: Mapping[str, float] | None = None) -> str:
     """Final test accuracy and path alignment per layer, mean ± sd over seeds, one row a rule."""
     first = _seeds(runs, next(iter(runs)))[0]
@@ -234,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     checks = phenomena(runs)
     for claim, measured, holds in checks:
         print(f"  [{'ok' if holds else 'NO'}] {claim}: {measured}")
+    print("\nNetwork dynamics at the end of training (mean ± sd over seeds):")
+    for line in dynamics_summary(runs):
+        print(f"  {line}")
     figures_dir = Path(args.out) / "figures"
     start = time.perf_counter()
     written = make_demo_figures(Path(args.out), figures_dir, draws=args.draws)

@@ -144,7 +144,9 @@ def cka_across_layers(ds: xr.Dataset) -> xr.Dataset:
     return _with_run_attrs(label_step_coords(xr.Dataset({"cka_layers": cka})), ds)
 
 
-def _participation_ratio(x: np.ndarray) -> np.ndarray:
+def participation_ratio(x: np.ndarray) -> np.ndarray:
+    """(Σλ)²/Σλ² of the covariance eigenvalues λ of representations ``x`` (…, sample, feature),
+    broadcast over leading axes; NaN-padded features ignored, NaN for a missing record."""
     grams, broken = centred_grams(x)
     trace = np.trace(grams, axis1=-2, axis2=-1)
     squares = np.sum(grams * grams, axis=(-2, -1))
@@ -159,7 +161,7 @@ def effective_rank(ds: xr.Dataset) -> xr.Dataset:
     eigenvalues): ``effective_rank`` (run dims…, step, layer). r for a representation spread
     evenly over r directions; at most samples − 1."""
     ds = _activations(ds, "effective_rank")
-    rank = _apply(_participation_ratio, ds[ACTIVATION], core=[CORE], out=[])
+    rank = _apply(participation_ratio, ds[ACTIVATION], core=[CORE], out=[])
     rank.attrs = {
         "long_name": "effective rank",
         "units": "1",
