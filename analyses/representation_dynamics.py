@@ -16,6 +16,7 @@ lazy runs (one task per run) and returns variables with ``long_name`` and ``unit
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -80,7 +81,9 @@ def _check_probes(ds: xr.Dataset, reference: str) -> None:
                 )
 
 
-def cka_to_reference(ds: xr.Dataset, *, reference: str = "bp") -> xr.Dataset:
+def cka_to_reference(
+    ds: xr.Dataset, *, reference: str = "bp", debiased: bool = False
+) -> xr.Dataset:
     """Linear CKA between each run's layer outputs and the ``reference`` rule's run of the same
     seed, layer by layer, at every record that holds activations.
 
@@ -89,7 +92,9 @@ def cka_to_reference(ds: xr.Dataset, *, reference: str = "bp") -> xr.Dataset:
     requires). Raises ValueError when there is no ``reference`` run, when activations were not
     recorded, or when a run's probe batch differs from its reference's. Returns ``cka_to_bp``
     (or ``cka_to_<reference>``), dims (rule, seed, step, layer); 1 for the reference itself, NaN
-    at records without activations and for seeds without a reference run.
+    at records without activations and for seeds without a reference run. ``debiased``: the
+    debiased CKA (:func:`analyses.cka.debiased_cka_from_grams`), which, unlike linear CKA, stays
+    near 0 for unrelated representations of a few probe samples in wide layers.
     """
     ds = collapse_options(_activations(ds, "cka_to_reference"))
     if reference not in ds["rule"].values:
@@ -101,17 +106,24 @@ def cka_to_reference(ds: xr.Dataset, *, reference: str = "bp") -> xr.Dataset:
     _check_probes(ds, reference)
     act = ds[ACTIVATION]
     ref = act.sel(rule=reference, drop=True)
-    cka = _apply(linear_cka_padded, act, ref, core=[CORE, CORE], out=[])
+    cka = _apply(
+        functools.partial(linear_cka_padded, debiased=debiased), act, ref, core=[CORE, CORE], out=[]
+    )
     name = f"cka_to_{reference}"
+    kind = "debiased CKA" if debiased else "CKA"
     cka.attrs = {
-        "long_name": f"CKA to {rule_label(reference)}",
+        "long_name": f"{kind} to {rule_label(reference)}",
         "units": "1",
-        "description": "Linear CKA between the layer's outputs on the probe batch and those of "
+        "description": f"Linear {kind} between the layer's outputs on the probe batch and those of "
         f"the same layer in the {rule_label(reference)} run with the same seed, at the same "
         "step (Kornblith et al., 2019); 1: the same representation up to rotation and scale.",
     }
     out = label_step_coords(xr.Dataset({name: cka}))
-    out.attrs = {"reference": reference, "run_dims": ds.attrs.get("run_dims", "[]")}
+    out.attrs = {
+        "reference": reference,
+        "debiased": int(debiased),
+        "run_dims": ds.attrs.get("run_dims", "[]"),
+    }
     return out
 
 

@@ -62,6 +62,7 @@ def figure_data(ds: xr.Dataset) -> xr.Dataset:
         out = per_epoch(out)
     out = out.drop_vars([n for n in ("run",) if n in out.coords])
     out.attrs = {"figure": DATA, "x": x, "seeds": seed_count(source), "bp": int(has_bp)}
+    out.attrs["samples"] = int(source.sizes["sample"])
     out = layer_coords(source, with_depth(out)).compute()  # lazy runs are read here, reduced
     out.attrs["caption"] = caption(out)
     return out
@@ -81,7 +82,10 @@ def caption(data: xr.Dataset) -> str:
         parts.append(
             "(a) Linear CKA (Kornblith et al., 2019) between the layer's outputs and those of "
             "the same layer in the BP run with the same seed and probe batch, at the same step: "
-            "1 = BP's representation up to rotation and scale."
+            "1 = BP's representation up to rotation and scale. With few probe samples "
+            f"({data.attrs.get('samples', '?')} here) and wide layers, linear CKA is biased "
+            "towards 1 even for unrelated representations; analyses.cka_to_reference("
+            "debiased=True) removes that bias."
         )
     parts.append(
         f"({'b' if CKA in data else 'a'}) Effective rank: participation ratio (Σλ)²/Σλ² of the "

@@ -22,6 +22,7 @@ import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import NullLocator
 
 from analyses._common import last_finite, select_variables
 from analyses.rules import rule_label
@@ -136,6 +137,8 @@ def _spectrum(ax: Axes, data: xr.Dataset, name: str, rule: str, linestyle: str) 
 def _log_axes(ax: Axes, rule: str, ylabel: str) -> Axes:
     ax.set_xscale("log")
     style.log_y(ax)
+    for axis in (ax.xaxis, ax.yaxis):  # no minor ticks: hundreds per axis cost seconds to lay out
+        axis.set_minor_locator(NullLocator())
     ax.set_title(rule_label(rule), color=style.rule_color(rule))
     style.label_axes(
         ax,
@@ -150,7 +153,7 @@ def panel_weight_spectrum(ds: xr.Dataset, ax: Axes, *, rule: str) -> Axes:
     data = _prepared(ds)
     _spectrum(ax, data, "weight_sv_start", rule, START)
     _spectrum(ax, data, "weight_sv_end", rule, END)
-    return _log_axes(ax, rule, "singular value of W")
+    return _log_axes(ax, rule, "singular value")
 
 
 def panel_feedback_spectrum(ds: xr.Dataset, ax: Axes, *, rule: str) -> Axes:
@@ -160,7 +163,7 @@ def panel_feedback_spectrum(ds: xr.Dataset, ax: Axes, *, rule: str) -> Axes:
     _spectrum(ax, data, "feedback_sv_start", rule, START)
     _spectrum(ax, data, "feedback_sv_end", rule, END)
     _spectrum(ax, data, "feedback_target_sv_end", rule, TARGET)
-    return _log_axes(ax, rule, "singular value of feedback")
+    return _log_axes(ax, rule, "singular value")
 
 
 def panel_alpha(ds: xr.Dataset, ax: Axes, *, layer: str) -> Axes:
