@@ -27,7 +27,7 @@ from matplotlib.ticker import NullLocator
 from analyses._common import last_finite, select_variables
 from analyses.rules import rule_label
 from analyses.runs import collapse_options
-from analyses.spectra import NOT_RECORDED, SPECTRA, heavy_tail_exponent
+from analyses.spectra import MIN_EIGENVALUES, NOT_RECORDED, SPECTRA, heavy_tail_exponent
 from analyses.trajectories import per_epoch, with_depth
 from figures import style
 from figures._cli import run_figure
@@ -101,8 +101,8 @@ def caption(data: xr.Dataset) -> str:
             "WᵀW): a power law fitted to its tail by maximum likelihood, the tail's start chosen "
             "by the smallest Kolmogorov–Smirnov distance (Clauset et al. 2009), vs "
             f"{'epoch' if x == 'epoch' else 'training step'}; line = mean over seeds, band = ±1 "
-            "standard deviation (none for a single seed). Layers with fewer than 32 singular "
-            "values have no α."
+            "standard deviation (none for a single seed). Layers with fewer than "
+            f"{MIN_EIGENVALUES} singular values have no α."
         )
     return " ".join(parts)
 
