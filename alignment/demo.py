@@ -28,6 +28,7 @@ from alignment.theory import expected_angle
 from alignment.training import train
 from analyses import cka_to_reference, combine, decay_alignment, final_gradient_noise, last_finite
 from analyses._common import finite_steps
+from analyses.representation_dynamics import FEATURE
 from figures.demo import make_demo_figures
 
 DEMO_RULES = ("bp", "fa", "dfa", "usf", "pfa", "pfa_o")
@@ -169,7 +170,7 @@ def dynamics_summary(runs: Runs) -> list[str]:
     else:
         try:
             # the last record with activations (the demo's runs share their steps): one step read
-            steps = finite_steps(combined["activation"].isel(sample=0, feature=0))
+            steps = finite_steps(combined["activation"].isel({"sample": 0, FEATURE: 0}))
             if not steps.size:
                 raise ValueError("no record holds activations")
             at_end = combined.sel(step=steps[-1:])

@@ -28,7 +28,9 @@ from analyses.rules import rule_label
 from analyses.runs import as_combined, collapse_options
 
 ACTIVATION = "activation"
-CORE = ["sample", "feature"]
+FEATURE = "feature"
+"""The dim along which ``activation`` holds each layer's (NaN-padded) outputs."""
+CORE = ["sample", FEATURE]
 NOT_RECORDED = (
     "the runs did not record activation (set record.dynamics: [representations], or "
     "Recorder(dynamics=['representations']))"
