@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import xarray as xr
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from analyses._common import select_variables
@@ -100,7 +101,7 @@ def _prepared(ds: xr.Dataset) -> xr.Dataset:
     return ds if ds.attrs.get("figure") == DATA else figure_data(ds)
 
 
-def panel_cka(ds: xr.Dataset, ax, *, rule: str):
+def panel_cka(ds: xr.Dataset, ax: Axes, *, rule: str) -> Axes:
     """(a) CKA to BP vs epoch for one rule, one line per layer, mean ± sd over seeds."""
     data = _prepared(ds)
     layer_lines(data, ax, CKA, rule=rule)
@@ -109,7 +110,7 @@ def panel_cka(ds: xr.Dataset, ax, *, rule: str):
     return ax
 
 
-def panel_effective_rank(ds: xr.Dataset, ax, *, rule: str):
+def panel_effective_rank(ds: xr.Dataset, ax: Axes, *, rule: str) -> Axes:
     """(b) Effective rank vs epoch for one rule, one line per layer, mean ± sd over seeds."""
     data = _prepared(ds)
     layer_lines(data, ax, "effective_rank", rule=rule)
