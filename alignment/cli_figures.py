@@ -29,10 +29,24 @@ IMAGENET_RULES = ("bp", "usf", "pfa", "pfa_o")
 SPARSE_RULES = ("fa", "dfa", "usf", "pfa")
 DENSITIES = (1, 0.5, 0.3, 0.17, 0.1, 0.05)
 NEEDS_DATA = ("cifar10", "imagenet")
+DYNAMICS_FIGURES = ("fig_representations", "fig_spectra", "fig_gradient_noise")
+"""Drawn where the runs recorded ``record.dynamics``; skipped with a note where they did not."""
 FIGURES_OF = {
-    "mnist": ("fig2_mnist", "fig_grad_alignment", "fig_jacobian", "fig_decay"),
-    "cifar10": ("fig4_cifar10", "fig_grad_alignment", "fig_jacobian", "fig_decay"),
-    "imagenet": ("fig5_imagenet", "fig_grad_alignment", "fig_jacobian", "fig_decay"),
+    "mnist": ("fig2_mnist", "fig_grad_alignment", "fig_jacobian", "fig_decay", *DYNAMICS_FIGURES),
+    "cifar10": (
+        "fig4_cifar10",
+        "fig_grad_alignment",
+        "fig_jacobian",
+        "fig_decay",
+        *DYNAMICS_FIGURES,
+    ),
+    "imagenet": (
+        "fig5_imagenet",
+        "fig_grad_alignment",
+        "fig_jacobian",
+        "fig_decay",
+        *DYNAMICS_FIGURES,
+    ),
     "sparse": ("fig_sparse",),
 }
 

@@ -3,9 +3,10 @@
 Each rule trains its config's seeds (0, 1, 2) into ``out/demo/<rule>/seed<N>``, two runs at once,
 each in its own process at one thread (``--jobs``; the numbers do not depend on it); finished runs
 are skipped, interrupted ones resumed. Printed: each run's time as it finishes, then a table of
-final test accuracy and path alignment (mean ± sd over seeds) with the time per rule, and the
-checks of the paper's phenomena on the seed means, accuracy against BP's included. Exits 1 when a
-check fails.
+final test accuracy and path alignment (mean ± sd over seeds) with the time per rule, the
+checks of the paper's phenomena on the seed means, accuracy against BP's included, and the
+network dynamics at the end (CKA to BP per layer for FA, PFA and PFA-o; gradient SNR per
+rule). Exits 1 when a check fails.
 """
 
 from __future__ import annotations
@@ -22,7 +23,15 @@ import numpy as np
 import torch
 import xarray as xr
 
-from alignment.analyses import decay_alignment
+from alignment.analyses import (
+    cka_to_reference,
+    combine,
+    decay_alignment,
+    final_gradient_noise,
+    last_finite,
+)
+from alignment.analyses._common import finite_steps
+from alignment.analyses.representation_dynamics import FEATURE
 from alignment.config import load_config
 from alignment.extras import MissingExtraError, require
 from alignment.figures.demo import make_demo_figures
@@ -137,6 +146,61 @@ def phenomena(runs: Runs) -> list[tuple[str, str, bool]]:
     return checks
 
 
+CKA_RULES = ("fa", "pfa", "pfa_o")
+"""Rules whose final CKA to BP the demo's summary reports (the headline of the dynamics)."""
+
+
+def _per_layer_values(da: xr.DataArray, digits: int) -> str:
+    """'fc1 m ± sd, fc2 …' over the seed dim (sd with ddof 1; none for one seed)."""
+    parts = []
+    for layer in da["layer"].values:
+        values = np.asarray(da.sel(layer=layer).values, dtype=float).ravel()
+        values = values[np.isfinite(values)]
+        if not values.size:
+            continue
+        sd = f" ± {values.std(ddof=1):.{digits}f}" if values.size > 1 else ""
+        parts.append(f"{layer} {values.mean():.{digits}f}{sd}")
+    return ", ".join(parts) or "no finite value"
+
+
+def dynamics_summary(runs: Runs) -> list[str]:
+    """The network dynamics at the end of training, as lines to print: linear CKA to BP (same
+    seed, same probe batch) per layer for FA, PFA and PFA-o, then the debiased CKA (linear CKA
+    of 16 probe samples in 512-wide layers is biased towards 1: ≈ 0.97 for unrelated ones), and
+    the gradient SNR per layer and rule (mean ± sd over seeds). Runs that did not record
+    ``record.dynamics`` get a line saying so instead; nothing here raises."""
+    datasets = [ds for rule in runs for ds in _seeds(runs, rule)]
+    lines = []
+    combined = combine(datasets)
+    if "activation" not in combined:
+        lines.append("CKA to BP: not recorded (record.dynamics lacks representations)")
+    elif "bp" not in runs:
+        lines.append("CKA to BP: needs the BP runs (--rules bp ...)")
+    else:
+        try:
+            # the last record with activations (the demo's runs share their steps): one step read
+            steps = finite_steps(combined["activation"].isel({"sample": 0, FEATURE: 0}))
+            if not steps.size:
+                raise ValueError("no record holds activations")
+            at_end = combined.sel(step=steps[-1:])
+            for debiased in (False, True):
+                cka = cka_to_reference(at_end, debiased=debiased)["cka_to_bp"]
+                cka = last_finite(cka).compute()
+                kind = "debiased CKA" if debiased else "CKA"
+                for rule in (r for r in CKA_RULES if r in runs):
+                    values = _per_layer_values(cka.sel(rule=rule), 3)
+                    lines.append(f"{kind} to BP, {rule}: {values}")
+        except ValueError as error:
+            lines.append(f"CKA to BP: {error}")
+    if "grad_snr" not in combined:
+        lines.append("gradient SNR: not recorded (record.dynamics lacks gradient_noise)")
+    else:
+        snr = final_gradient_noise(combined)["grad_snr"].compute()
+        for rule in runs:
+            lines.append(f"gradient SNR, {rule}: {_per_layer_values(snr.sel(rule=rule), 2)}")
+    return lines
+
+
 def table(runs: Runs, seconds: Mapping[str, float] | None = None) -> str:
     """Final test accuracy and path alignment per layer, mean ± sd over seeds, one row a rule."""
     first = _seeds(runs, next(iter(runs)))[0]
@@ -242,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     checks = phenomena(runs)
     for claim, measured, holds in checks:
         print(f"  [{'ok' if holds else 'NO'}] {claim}: {measured}")
+    print("\nNetwork dynamics at the end of training (mean ± sd over seeds):")
+    for line in dynamics_summary(runs):
+        print(f"  {line}")
     figures_dir = Path(args.out) / "figures"
     start = time.perf_counter()
     written = make_demo_figures(Path(args.out), figures_dir, draws=args.draws)

@@ -32,6 +32,9 @@ Public API, re-exported one by one:
   :func:`jacobian_steps`, :func:`final_per_sample` (per-sample quantities at each run's end,
   layers kept apart), :func:`informative_layers`, :func:`linear_cka`, :func:`cka_matrix`,
   :func:`trajectory_pca`;
+* network dynamics (``record.dynamics``): :func:`cka_to_reference`, :func:`cka_across_layers`,
+  :func:`effective_rank`, :func:`heavy_tail_exponent`, :func:`power_law_fit`,
+  :func:`gradient_noise_summary`, :func:`final_gradient_noise`;
 * rules (read from the rule classes' ``label``, ``color``, ``alignment_kind``):
   :data:`RULE_ORDER`, :func:`rule_label`, :func:`rule_color`, :func:`alignment_kind`,
   :func:`order_rules`, :func:`sorted_rules`.
@@ -50,6 +53,7 @@ from alignment.analyses.decay import (
     steps_per_epoch,
 )
 from alignment.analyses.expansion import PAPER_K, expansion_study, expansion_summary
+from alignment.analyses.gradient_noise import final_gradient_noise, gradient_noise_summary
 from alignment.analyses.gradients import grad_alignment_by_depth, update_norm_ratio
 from alignment.analyses.jacobians import (
     final_per_sample,
@@ -59,6 +63,11 @@ from alignment.analyses.jacobians import (
     singular_value_spectra,
 )
 from alignment.analyses.pca import trajectory_pca
+from alignment.analyses.representation_dynamics import (
+    cka_across_layers,
+    cka_to_reference,
+    effective_rank,
+)
 from alignment.analyses.rules import (
     RULE_ORDER,
     alignment_kind,
@@ -79,6 +88,7 @@ from alignment.analyses.runs import (
     to_latex,
     to_markdown,
 )
+from alignment.analyses.spectra import heavy_tail_exponent, power_law_fit
 from alignment.analyses.trajectories import alignment_trajectories, per_epoch, with_depth
 from alignment.recording.combine import grid, tidy
 
@@ -89,15 +99,21 @@ __all__ = [
     "alignment_kind",
     "alignment_trajectories",
     "as_combined",
+    "cka_across_layers",
     "cka_matrix",
+    "cka_to_reference",
     "collapse_options",
     "combine",
     "decay_alignment",
+    "effective_rank",
     "expansion_study",
     "expansion_summary",
+    "final_gradient_noise",
     "final_per_sample",
     "grad_alignment_by_depth",
+    "gradient_noise_summary",
     "grid",
+    "heavy_tail_exponent",
     "informative_layers",
     "jacobian_alignment_distribution",
     "jacobian_steps",
@@ -105,6 +121,7 @@ __all__ = [
     "linear_cka",
     "order_rules",
     "per_epoch",
+    "power_law_fit",
     "predicted_decay",
     "relative_depth",
     "rule_color",

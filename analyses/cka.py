@@ -51,6 +51,69 @@ def linear_cka(
     return float(np.clip(np.sum(k * l_) / denominator, 0.0, 1.0))
 
 
+def _padded(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` (…, sample, feature) with its padding (features NaN for every sample) set to 0,
+    which changes no centred Gram matrix, and a mask of the entries (…) that still hold NaN
+    (records that are missing, or NaN inside a representation)."""
+    padding = np.isnan(x).all(axis=-2, keepdims=True)
+    filled = np.where(padding, 0.0, x)
+    broken = ~np.isfinite(filled).all(axis=(-2, -1))
+    return np.where(np.isfinite(filled), filled, 0.0), broken
+
+
+def centred_grams(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centred Gram matrices X̃X̃ᵀ (…, sample, sample) of representations ``x`` (…, sample,
+    feature), in float64, NaN-padded features ignored; and the mask of those that are undefined
+    (a missing record: NaN beyond the padding)."""
+    filled, broken = _padded(np.asarray(x, dtype=np.float64))
+    centred = filled - filled.mean(axis=-2, keepdims=True)
+    return centred @ np.swapaxes(centred, -1, -2), broken
+
+
+def cka_from_grams(k: np.ndarray, l_: np.ndarray) -> np.ndarray:
+    """Linear CKA ⟨K, L⟩_F / (‖K‖_F ‖L‖_F) of centred Gram matrices, broadcast over the leading
+    axes; NaN where either is zero (a representation constant over samples)."""
+    denominator = np.linalg.norm(k, axis=(-2, -1)) * np.linalg.norm(l_, axis=(-2, -1))
+    numerator = np.sum(k * l_, axis=(-2, -1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.clip(np.where(denominator > 0, numerator / denominator, np.nan), 0.0, 1.0)
+
+
+def _unbiased_hsic(k: np.ndarray, l_: np.ndarray) -> np.ndarray:
+    """The unbiased HSIC estimator (Song et al. 2012, eq. 5) of Gram matrices (…, n, n), n ≥ 4;
+    centring is part of the estimator, so centred or raw Gram matrices give the same value."""
+    n = k.shape[-1]
+    eye = np.eye(n, dtype=bool)
+    k, l_ = np.where(eye, 0.0, k), np.where(eye, 0.0, l_)
+    trace = np.sum(k * l_, axis=(-2, -1))
+    k_sum, l_sum = k.sum(axis=(-2, -1)), l_.sum(axis=(-2, -1))
+    cross = np.sum(k.sum(axis=-1) * l_.sum(axis=-1), axis=-1)
+    return (trace + k_sum * l_sum / ((n - 1) * (n - 2)) - 2 * cross / (n - 2)) / (n * (n - 3))
+
+
+def debiased_cka_from_grams(k: np.ndarray, l_: np.ndarray) -> np.ndarray:
+    """Debiased linear CKA (Kornblith et al. 2019 with the unbiased HSIC of Song et al. 2012):
+    linear CKA of few samples and many features is biased towards 1 (two unrelated Gaussian
+    representations of 16 samples × 512 features give ≈ 0.97), the debiased one is ≈ 0 there.
+    NaN for fewer than 4 samples or a constant representation; can be slightly negative."""
+    if k.shape[-1] < 4:
+        return np.full(k.shape[:-2], np.nan)
+    hsic = _unbiased_hsic(k, l_)
+    denominator = np.sqrt(np.clip(_unbiased_hsic(k, k) * _unbiased_hsic(l_, l_), 0.0, None))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, hsic / denominator, np.nan)
+
+
+def linear_cka_padded(x: np.ndarray, y: np.ndarray, *, debiased: bool = False) -> np.ndarray:
+    """:func:`linear_cka` broadcast over leading axes: ``x`` and ``y`` (…, sample, feature),
+    features NaN for every sample are padding (ignored); NaN where a record is missing.
+    ``debiased``: :func:`debiased_cka_from_grams` instead."""
+    k, bad_k = centred_grams(x)
+    l_, bad_l = centred_grams(y)
+    value = debiased_cka_from_grams(k, l_) if debiased else cka_from_grams(k, l_)
+    return np.where(bad_k | bad_l, np.nan, value)
+
+
 def cka_matrix(
     representations: xr.Dataset, *, dim: str = "rule", sample_dim: str = "sample"
 ) -> xr.DataArray:

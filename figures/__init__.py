@@ -19,6 +19,9 @@ fig_sparse             sparse feedback: best test accuracy vs feedback density
 fig_grad_alignment     gradient alignment with BP: heatmap rule × layer, trajectories ± sd (beyond)
 fig_jacobian           per-sample Jacobian and δ alignment per layer (box plots), singular values
 fig_decay              ‖R − BᵀW‖ against the predicted decay factor c_t (theory property 1)
+fig_representations    CKA to BP per layer vs epoch, effective rank (record.dynamics)
+fig_spectra            singular values of W and the feedback, heavy-tail exponent α (same)
+fig_gradient_noise     gradient SNR per layer vs epoch, per-sample angles to BP (same)
 =====================  ==========================================================================
 
 Figures are built on :class:`matplotlib.figure.Figure` directly (no pyplot state); importing this

@@ -14,8 +14,11 @@ from alignment.figures import (
     fig5_imagenet,
     fig_decay,
     fig_grad_alignment,
+    fig_gradient_noise,
     fig_jacobian,
+    fig_representations,
     fig_sparse,
+    fig_spectra,
     fig_training,
     style,
 )
@@ -29,6 +32,9 @@ RUN_FIGURES: dict[str, ModuleType] = {
     "fig_grad_alignment": fig_grad_alignment,
     "fig_jacobian": fig_jacobian,
     "fig_decay": fig_decay,
+    "fig_representations": fig_representations,
+    "fig_spectra": fig_spectra,
+    "fig_gradient_noise": fig_gradient_noise,
 }
 """Figures drawn from recorded runs, by name; each module has supports, figure_data (which
 sets the Dataset's ``caption`` attr), make_figure. Exactly one of the training figures (fig2,

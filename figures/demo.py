@@ -1,5 +1,6 @@
 """The figures of ``make demo``: Fig. 2-style panels of the demo runs (MNIST-5k), Fig. 3,
-gradient alignment, Jacobians and the weight-decay identity."""
+gradient alignment, Jacobians, the weight-decay identity and the network dynamics
+(representations, spectra, gradient noise)."""
 
 from __future__ import annotations
 
@@ -27,9 +28,12 @@ def make_demo_figures(
     """Write the demo figures for the runs ``demo_out/<rule>/seed<N>`` (every seed) into
     ``figures_dir``:
     ``fig2_demo`` (accuracy, alignment, norm ratio), ``fig3_expansion`` (``draws`` Monte-Carlo
-    draws per k), ``fig_grad_alignment_demo``, ``fig_jacobian_demo``, ``fig_decay_demo``, each as
-    PDF/PNG/SVG + .nc + caption (.md). Rules without a finished or started run are left out;
-    returns the paths written. Raises FileNotFoundError when there is no demo run at all."""
+    draws per k), ``fig_grad_alignment_demo``, ``fig_jacobian_demo``, ``fig_decay_demo`` and, where
+    the runs recorded ``record.dynamics``, ``fig_representations_demo``, ``fig_spectra_demo``,
+    ``fig_gradient_noise_demo``, each as PDF/PNG/SVG + .nc + caption (.md); a figure the runs
+    cannot draw is skipped with a printed line saying why. Rules without a finished or started
+    run are left out; returns the paths written. Raises FileNotFoundError when there is no demo
+    run at all."""
     runs = [
         run
         for rule in DEMO_RULES
@@ -38,13 +42,23 @@ def make_demo_figures(
     ]
     if not runs:
         raise FileNotFoundError(f"no demo runs under {demo_out} (expected <rule>/seed<N>)")
-    written, _ = build_figures(
+    written, skipped = build_figures(
         open_runs(runs),
         figures_dir,
         formats=formats,
         suffix="_demo",
-        only=("fig2_mnist", "fig_grad_alignment", "fig_jacobian", "fig_decay"),
+        only=(
+            "fig2_mnist",
+            "fig_grad_alignment",
+            "fig_jacobian",
+            "fig_decay",
+            "fig_representations",
+            "fig_spectra",
+            "fig_gradient_noise",
+        ),
     )
+    for name, reason in skipped.items():
+        print(f"skipped {name}: {reason}")
     paths = [path for stem_paths in written.values() for path in stem_paths]
     data = fig3_expansion.figure_data(draws=draws)
     paths += style.save(

@@ -112,10 +112,12 @@ def synthetic_run(
     raw: bool = False,
     every: int = 1,
     features: int = 6,
+    dynamics: bool = False,
 ) -> xr.Dataset:
     """One synthetic run that passes the schema check (see the module docstring). Records every
     ``every`` steps and at every epoch start, as the recorder does (``record.every``);
-    ``features``: size of each probe input."""
+    ``features``: size of each probe input; ``dynamics``: with the network-dynamics variables
+    (:func:`_dynamics`; the probe batch then depends on the seed only, as the trainer's does)."""
     options = dict(RULE_OPTIONS.get(rule, {}) if options is None else options)
     config = synthetic_config(rule, data=data, model=model, epochs=epochs, **options)
     rng = np.random.default_rng([seed, sum(map(ord, rule)), len(layers)])
@@ -203,7 +205,91 @@ def synthetic_run(
     )
     if raw:
         ds = ds.merge(_raw(rng, layers, epochs, steps_per_epoch, samples), combine_attrs="override")
+    if dynamics:
+        ds = ds.drop_vars("probe_input").merge(
+            _dynamics(rule, seed, ds, grad, samples, features), combine_attrs="override"
+        )
     return validate(ds)
+
+
+# ------------------------------------------------------------------------------ dynamics
+# How close each rule's representations come to BP's at the end (the mix of BP's), the exponent
+# of its weight spectrum at the end, and its gradient SNR relative to BP's.
+SIMILARITY = {"bp": 1.0, "fa": 0.55, "dfa": 0.45, "usf": 0.8, "pfa": 0.9, "pfa_o": 0.95, "kp": 0.95}
+FINAL_ALPHA = {"bp": 2.5, "fa": 3.5, "dfa": 4.0, "usf": 3.0, "pfa": 2.8, "pfa_o": 2.6, "kp": 2.6}
+SNR = {"bp": 2.0, "fa": 0.8, "dfa": 0.6, "usf": 1.4, "pfa": 1.6, "pfa_o": 1.8, "kp": 1.8}
+HIDDEN_RANK = 40
+"""Singular values of a hidden layer (the last layer has 3): enough for a power-law fit."""
+
+
+def _dynamics(
+    rule: str, seed: int, ds: xr.Dataset, grad: np.ndarray, samples: int, features: int
+) -> xr.Dataset:
+    """``activation``, ``weight_sv``, ``feedback_sv``, ``feedback_target_sv``, ``grad_snr`` and
+    ``sample_grad_angle`` on the probe schedule (epoch starts): representations that move
+    towards BP's (the same for every rule at a seed) by :data:`SIMILARITY`, weight spectra with a
+    power-law tail whose exponent falls from 6 to :data:`FINAL_ALPHA`, an SNR that falls as the
+    loss does. The probe batch is drawn from the seed alone."""
+    layers = [str(la) for la in ds["layer"].values]
+    steps = ds["step"].values
+    probe = np.asarray(ds["epoch"].values)[:, None] >= 0
+    probe = (steps % int(ds.attrs["steps_per_epoch"]) == 0)[:, None]
+    t = steps / steps[-1]
+    shared = np.random.default_rng([seed, 15])
+    rng = np.random.default_rng([seed, sum(map(ord, rule)), 15])
+    n_layers = len(layers)
+    widths = [max(3, 8 - 2 * i) if i < n_layers - 1 else 3 for i in range(n_layers)]
+    activation = np.full((steps.size, n_layers, samples, max(widths)), np.nan)
+    mix = SIMILARITY.get(rule, 0.5) * (1 - np.exp(-4 * t)) if rule != "bp" else np.ones_like(t)
+    for i, width in enumerate(widths):
+        target = shared.normal(size=(samples, width))
+        noise = rng.normal(size=(steps.size, samples, width))
+        activation[:, i, :, :width] = (
+            mix[:, None, None] * target + (1 - mix[:, None, None]) * noise
+        ) * (1 + t[:, None, None])
+    ranks = [HIDDEN_RANK if i < n_layers - 1 else 3 for i in range(n_layers)]
+    alpha = 6.0 + (FINAL_ALPHA.get(rule, 3.0) - 6.0) * (1 - np.exp(-4 * t))
+    uniform = rng.random((n_layers, HIDDEN_RANK))
+    weight_sv = np.full((steps.size, n_layers, HIDDEN_RANK), np.nan)
+    for i, rank in enumerate(ranks):
+        pareto = (1 - uniform[i, :rank])[None, :] ** (-1 / (alpha[:, None] - 1))
+        weight_sv[:, i, :rank] = -np.sort(-np.sqrt(pareto), axis=-1)
+    fixed = np.sort(rng.uniform(0.5, 1.5, (1, n_layers, HIDDEN_RANK)), -1)[..., ::-1]
+    fixed = np.where(np.isnan(weight_sv[:1]), np.nan, fixed)
+    feedback_sv = {
+        "bp": weight_sv,
+        "fa": np.broadcast_to(fixed, weight_sv.shape),
+        "dfa": np.broadcast_to(fixed, weight_sv.shape),
+    }.get(rule, weight_sv * (1 + (1 - mix)[:, None, None]))
+    target_sv = np.full_like(weight_sv, np.nan)
+    if rule in ("pfa", "pfa_o"):
+        target_sv = weight_sv * (1.05 if rule == "pfa" else 1.0)
+    snr = SNR.get(rule, 1.0) * (0.3 + np.exp(-2 * t))[:, None] * rng.uniform(0.8, 1.2, n_layers)
+    spread = 25 - 10 * t[:, None, None]
+    angle = np.clip(
+        grad[:, :, None] + 20 + spread * np.abs(rng.normal(size=(*grad.shape, samples))), 0, 180
+    )
+
+    def on_probe(values: np.ndarray) -> np.ndarray:
+        mask = probe.reshape((-1,) + (1,) * (values.ndim - 1))
+        return np.where(mask, values, np.nan)
+
+    return xr.Dataset(
+        {
+            "activation": _var("activation", on_probe(activation)),
+            "weight_sv": _var("weight_sv", on_probe(weight_sv)),
+            "feedback_sv": _var("feedback_sv", on_probe(np.asarray(feedback_sv))),
+            "feedback_target_sv": _var("feedback_target_sv", on_probe(target_sv)),
+            "grad_snr": _var("grad_snr", on_probe(snr)),
+            "sample_grad_angle": _var("sample_grad_angle", on_probe(angle)),
+            "probe_input": xr.Variable(
+                ("sample", "channel", "height", "width"),
+                np.random.default_rng([seed, 16]).normal(size=(samples, 1, 1, features)),
+                VARIABLES["probe_label"].attrs,
+            ),
+        },
+        coords={"step": steps, "layer": layers},
+    )
 
 
 def _raw(
