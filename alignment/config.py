@@ -99,6 +99,9 @@ class RecordConfig:
     probe_size: int = 16
     raw_layers: list[str] = field(default_factory=list)
     flush_every: int = 10
+    tensorboard: bool = False
+    """Also write every record to TensorBoard event files in ``RUN/tensorboard/`` (needs the
+    ``tensorboard`` extra; ``tensorboard --logdir OUT`` then shows every run under ``OUT``)."""
 
 
 @dataclass
