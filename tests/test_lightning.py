@@ -20,7 +20,12 @@ from alignment.recording import schedules
 from alignment.recording.schema import TIMINGS
 
 EPOCHS, BATCHES, BATCH = 2, 3, 16
-OPTIONS = {"schedule": schedules.every(1), "jacobian_schedule": schedules.every(2), "seed": 0}
+OPTIONS = {
+    "schedule": schedules.every(1),
+    "jacobian_schedule": schedules.every(2),
+    "seed": 0,
+    "min_records": 0,
+}
 
 # Lightning 2.6 warns about the data loaders' workers, and its pytree helper uses a LeafSpec that
 # torch 2.14 deprecates (a FutureWarning from inside Lightning, nothing the callback does).
@@ -76,23 +81,32 @@ class Classifier(pl.LightningModule):
         return optimizer(self.parameters())
 
 
-def lightning_run(run_dir: Path, rule: str) -> None:
+def lightning_run(
+    run_dir: Path, rule: str, epochs: int = EPOCHS, checkpoints: Path | None = None
+) -> None:
+    """Fit :class:`Classifier` for ``epochs`` epochs; with ``checkpoints``, Lightning saves its
+    checkpoint there after each epoch and the fit continues from ``last.ckpt`` if it exists."""
     train, test = data()
+    callbacks: list[pl.Callback] = [AlignmentCallback(run_dir, **OPTIONS)]
+    if checkpoints is not None:
+        callbacks.append(pl.callbacks.ModelCheckpoint(checkpoints, save_last=True))
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=1,
-        max_epochs=EPOCHS,
+        max_epochs=epochs,
         logger=False,
-        enable_checkpointing=False,
+        enable_checkpointing=checkpoints is not None,
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        callbacks=[AlignmentCallback(run_dir, **OPTIONS)],
+        callbacks=callbacks,
     )
+    last = None if checkpoints is None else checkpoints / "last.ckpt"
     trainer.fit(
         Classifier(rule),
         DataLoader(train, batch_size=BATCH),
         DataLoader(test, batch_size=len(test)),
+        ckpt_path=last if last is not None and last.exists() else None,
     )
 
 
@@ -130,4 +144,14 @@ def test_the_callback_records_what_the_plain_loop_records(tmp_path: Path, rule: 
     lit, plain = alignment.open_run(tmp_path / "lightning"), alignment.open_run(tmp_path / "plain")
     assert list(lit.step.values) == list(range(EPOCHS * BATCHES + 1))
     assert lit.test_accuracy.count() == EPOCHS and lit.feedback_alignment.count() > 0
+    xr.testing.assert_identical(without_timings(lit), without_timings(plain))
+
+
+@pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty:UserWarning")
+def test_a_fit_continued_from_a_checkpoint_continues_the_record(tmp_path: Path) -> None:
+    lightning_run(tmp_path / "lightning", "pfa", epochs=1, checkpoints=tmp_path / "ckpt")
+    lightning_run(tmp_path / "lightning", "pfa", epochs=EPOCHS, checkpoints=tmp_path / "ckpt")
+    plain_run(tmp_path / "plain", "pfa")
+    lit, plain = alignment.open_run(tmp_path / "lightning"), alignment.open_run(tmp_path / "plain")
+    assert lit.test_accuracy.count() == EPOCHS
     xr.testing.assert_identical(without_timings(lit), without_timings(plain))

@@ -97,6 +97,7 @@ class AlignmentCallback(pl.Callback):
         self.recorder: Recorder | None = None
         self._resume_state: dict[str, Any] | None = None
         self._last_step: int | None = None
+        self._logged: tuple[int, dict[str, float]] | None = None  # the last rec.log
 
     # ------------------------------------------------------------------ what to record
     def network(self, pl_module: pl.LightningModule) -> nn.Module:
@@ -138,7 +139,10 @@ class AlignmentCallback(pl.Callback):
             **options,
         )
         if self._resume_state is not None:
-            self.recorder.load_state_dict(self._resume_state)
+            self.recorder.load_state_dict(self._resume_state["recorder"])
+            logged = self._resume_state.get("logged")
+            if logged is not None:  # logged after the checkpoint's step: not in the record now
+                self._log(int(logged[0]), dict(logged[1]))
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -160,7 +164,11 @@ class AlignmentCallback(pl.Callback):
             if found is not None:
                 values[variable] = float(logged[found])
         if values:
-            self.recorder.log(step=trainer.global_step, **values)
+            self._log(trainer.global_step, values)
+
+    def _log(self, step: int, values: dict[str, float]) -> None:
+        self.recorder.log(step=step, **values)
+        self._logged = (step, values)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.recorder is not None:
@@ -174,7 +182,14 @@ class AlignmentCallback(pl.Callback):
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        return {} if self.recorder is None else {"recorder": self.recorder.state_dict()}
+        """The recorder's state (:meth:`Recorder.state_dict`) and the metrics logged for the
+        step the record continues from (a validation just before the checkpoint)."""
+        if self.recorder is None:
+            return {}
+        state = {"recorder": self.recorder.state_dict()}
+        if self._logged is not None and self._logged[0] >= state["recorder"]["step"]:
+            state["logged"] = self._logged
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._resume_state = state_dict.get("recorder")
+        self._resume_state = state_dict if "recorder" in state_dict else None
