@@ -19,10 +19,13 @@ from torch import nn
 
 import alignment
 from alignment.cli import main
+from alignment.config import load_config
 from alignment.recording import schedules
 from alignment.recording.schema import TIMINGS
 from alignment.recording.sinks import Record, SinkWarning
 from alignment.recording.tensorboard import TensorBoardSink
+from alignment.sweeps.expand import identity
+from alignment.training.runconfig import differences
 
 STEPS = 8
 
@@ -269,3 +272,13 @@ def test_record_tensorboard_without_the_package_is_one_line(
     assert err.count("\n") == 1 and err.startswith("alignment: error: record.tensorboard: true")
     assert "pip install 'alignment[tensorboard]'" in err and "set it to false" in err
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file() and p.name != ".lock"]
+
+
+def test_record_tensorboard_is_not_part_of_a_runs_identity() -> None:
+    plain = load_config("demo/pfa")
+    watched = load_config("demo/pfa", ["record.tensorboard=true"])
+    assert watched.record.tensorboard and not plain.record.tensorboard
+    assert identity(plain) == identity(watched)  # the same sweep run ID
+    old = plain.to_dict()
+    del old["record"]["tensorboard"]  # a run folder from before the key existed
+    assert differences(old, watched.to_dict()) == []  # resumable with or without it
