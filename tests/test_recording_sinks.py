@@ -20,7 +20,7 @@ from torch import nn
 import alignment
 from alignment.cli import main
 from alignment.config import load_config
-from alignment.recording import schedules
+from alignment.recording import schedules, sinks
 from alignment.recording.schema import TIMINGS
 from alignment.recording.sinks import Record, SinkWarning
 from alignment.recording.tensorboard import TensorBoardSink
@@ -142,6 +142,37 @@ def test_a_sink_whose_close_raises_is_reported(tmp_path: Path) -> None:
 
     with pytest.warns(SinkWarning, match=r"sink .*Closing raised OSError: gone \(at close\)"):
         run(tmp_path, [Closing()])
+    assert alignment.open_run(tmp_path).sizes["step"] == STEPS + 1
+
+
+def test_every_sink_is_closed_once_also_without_records(tmp_path: Path) -> None:
+    closed: list[str] = []
+
+    class Closing:
+        def __call__(self, record: Record) -> None:
+            pass
+
+        def close(self) -> None:
+            closed.append("closed")
+
+    rec = alignment.Recorder(alignment.convert(nn.Linear(3, 2), "fa"), tmp_path, sinks=[Closing()])
+    rec.close()
+    rec.close()
+    assert closed == ["closed"]
+
+
+def test_close_waits_for_a_stuck_sink_only_so_long(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sinks, "CLOSE_TIMEOUT", 0.5)
+    release = threading.Event()
+
+    def stuck(record: Record) -> None:
+        release.wait(timeout=30)
+
+    with pytest.warns(SinkWarning, match=r"\.stuck\) did not finish within 0\.5 s"):
+        run(tmp_path, [stuck])
+    release.set()
     assert alignment.open_run(tmp_path).sizes["step"] == STEPS + 1
 
 

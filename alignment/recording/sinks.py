@@ -169,17 +169,23 @@ class SinkDispatcher:
         self.report()
         if self._closed or not self.sinks:
             return
+        self._start()
+        self._queue.put(record)
+
+    def _start(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="alignment-sinks", daemon=True)
             self._thread.start()
-        self._queue.put(record)
 
-    def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
-        """Wait for the sinks to take every queued record, close them, report failures."""
+    def close(self, timeout: float | None = None) -> None:
+        """Wait for the sinks to take every queued record and close them (at most ``timeout``
+        seconds, default :data:`CLOSE_TIMEOUT`), then report failures."""
         if self._closed:
             return
+        timeout = CLOSE_TIMEOUT if timeout is None else timeout
         self._closed = True
-        if self._thread is not None:
+        if self.sinks:  # also when no record came: every sink's close() is called once
+            self._start()
             self._queue.put(_CLOSE)
             self._thread.join(timeout)
             if self._thread.is_alive():
