@@ -103,6 +103,9 @@ class RecordConfig:
     dynamics: list[str] = field(default_factory=list)
     """Network-dynamics families recorded on the probe (``jacobian``) schedule, e.g.
     ``[representations, spectra, gradient_noise]`` (``Recorder(dynamics=...)``); default none."""
+    tensorboard: bool = False
+    """Also write every record to TensorBoard event files in ``RUN/tensorboard/`` (needs the
+    ``tensorboard`` extra; ``tensorboard --logdir OUT`` then shows every run under ``OUT``)."""
 
 
 @dataclass

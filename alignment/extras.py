@@ -19,6 +19,8 @@ DISTRIBUTION = "feedback-alignment"
 EXTRAS: dict[str, tuple[str, ...]] = {
     "cluster": ("submitit",),
     "demo": ("mlxtend",),
+    "tensorboard": ("tensorboard",),
+    "lightning": ("lightning",),
 }
 """Extra → the top-level modules it provides (pyproject.toml's optional-dependencies)."""
 

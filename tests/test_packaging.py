@@ -192,8 +192,15 @@ def probe(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_every_module_imports_without_the_extras_but_the_extras_own(probe: dict) -> None:
-    line = f"the Slurm executor needs the optional extra: {install_command('cluster')}"
-    assert probe["failed"] == {"alignment.sweeps.slurm": f"MissingExtraError: {line}"}
+    slurm = f"the Slurm executor needs the optional extra: {install_command('cluster')}"
+    lightning = (
+        "alignment.integrations.lightning needs the optional extra: "
+        f"{install_command('lightning')}"
+    )
+    assert probe["failed"] == {
+        "alignment.sweeps.slurm": f"MissingExtraError: {slurm}",
+        "alignment.integrations.lightning": f"MissingExtraError: {lightning}",
+    }
 
 
 def test_a_missing_extra_is_one_line_naming_it_and_the_pip_command(probe: dict) -> None:

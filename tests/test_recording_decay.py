@@ -255,11 +255,11 @@ def test_only_runs_with_a_residual_record_the_factor(tmp_path: Path) -> None:
     rec.step(torch.randn(8, 12, dtype=torch.float64), torch.randint(0, 4, (8,)))
     rec.close(final=False)
     assert "feedback_residual_predicted" not in open_run(tmp_path / "fa")
-    assert not opt._optimizer_step_pre_hooks  # nothing to follow: no hook
+    assert not opt._optimizer_step_post_hooks  # nothing to follow: no hook
     model = _pfa_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     _first_values(tmp_path, "kp-hook", model, opt)
-    assert not opt._optimizer_step_pre_hooks  # close() removed the recorder's hook
+    assert not opt._optimizer_step_post_hooks  # close() removed the recorder's hook
 
 
 def test_kolen_pollack_records_the_factor_of_b_minus_w(tmp_path: Path) -> None:

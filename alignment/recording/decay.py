@@ -4,9 +4,11 @@ Under ``torch.optim.SGD`` with coupled L2 and the same lr, momentum and weight d
 R (Kolen–Pollack: on W and B), the data terms of the updates cancel in D = R − BᵀW (KP: B − W),
 since grad_R = Bᵀ grad_W (KP: grad_B = grad_W), and D_t = c_t·D_0 exactly, with c_t the scalar
 recursion of :func:`alignment.theory.decay_factors` (README, "Theory, tested"). The recorder
-sees every update: :class:`ResidualDecay` registers a step pre-hook on the optimizer and
+sees every update: :class:`ResidualDecay` registers a step post-hook on the optimizer and
 advances the recursion with the lr, momentum and weight decay of each update as it happens
-(set by the training loop or a torch LR scheduler, whenever), so a record needs no config.
+(set by the training loop or a torch LR scheduler, whenever), so a record needs no config. A
+post-hook, not a pre-hook: ``optimizer.step(closure)`` (PyTorch Lightning) computes the
+gradients inside the step, so only after it is known which tensors the update moved.
 
 c is 1 at the first :meth:`~alignment.Recorder.step` call (the reference, usually step 0) and
 counts only updates after it. It is unknown (NaN from then on) when the identity does not hold
@@ -62,7 +64,7 @@ def residual_tensors(model: nn.Module) -> tuple[list[Tensor], bool]:
 
 
 class ResidualDecay:
-    """c_t of the feedback residual, advanced by a step pre-hook on ``optimizer``."""
+    """c_t of the feedback residual, advanced by a step post-hook on ``optimizer``."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
         self.optimizer = optimizer
@@ -71,7 +73,7 @@ class ResidualDecay:
         self.buf: float | None = None
         self.started = False
         self.valid = bool(self.tensors) and dense and type(optimizer) is torch.optim.SGD
-        self._handle = optimizer.register_step_pre_hook(self._before_update) if self.valid else None
+        self._handle = optimizer.register_step_post_hook(self._after_update) if self.valid else None
 
     @property
     def factor(self) -> float:
@@ -109,7 +111,7 @@ class ResidualDecay:
             return None
         return dict(zip(HYPERPARAMETERS, settings.pop(), strict=True))
 
-    def _before_update(self, optimizer: torch.optim.Optimizer, *args: object) -> None:
+    def _after_update(self, optimizer: torch.optim.Optimizer, *args: object) -> None:
         if optimizer is not self.optimizer or not (self.started and self.valid):
             return
         group = self._group()

@@ -59,6 +59,7 @@ from alignment.recording.schema import (
     user_variable,
     validate,
 )
+from alignment.recording.sinks import Record, Sink, SinkDispatcher
 from alignment.recording.store import KINDS, SegmentStore
 
 DEFAULT_EVERY = 200
@@ -238,6 +239,9 @@ class Recorder:
             fewer records than this; 0 never warns.
         final: :meth:`close` records the final weights when the last step seen was not
             recorded (see :meth:`close`).
+        sinks: callables that also receive every record as it is made (TensorBoard, your own;
+            see :mod:`alignment.recording.sinks`); one that raises is reported once and
+            switched off, and never stops training.
     """
 
     def __init__(
@@ -265,6 +269,7 @@ class Recorder:
         dynamics: Iterable[str] | bool | None = None,
         max_features: int = MAX_FEATURES,
         max_rank: int = MAX_RANK,
+        sinks: Iterable[Sink] = (),
     ) -> None:
         if isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1:
             raise ValueError(f"Recorder: flush_every must be an int ≥ 1, got {flush_every!r}")
@@ -324,6 +329,7 @@ class Recorder:
         self._user_vars: dict[str, Variable] = {}
         self._decay = ResidualDecay(model, optimizer)
         self._decay_unknown = False
+        self._sinks = SinkDispatcher(sinks)
         if self.store.exists():
             if not resume:
                 raise FileExistsError(
@@ -552,7 +558,7 @@ class Recorder:
         if main:
             values["record_seconds"] = np.float64(time.perf_counter() - start)
             values["elapsed_seconds"] = np.float64(self._elapsed())
-            self._buffer.append(_Record(s, epoch_value, values | extra))
+            self._buffered(_Record(s, epoch_value, values | extra))
         self._last_recorded = s
         full = max(len(self._buffer), len(self._raw_buffer)) >= self.flush_every
         if full or self._raw_bytes >= RAW_FLUSH_BYTES:
@@ -612,6 +618,7 @@ class Recorder:
             values[stored] = np.float64(float(value))
         if self._buffer and self._buffer[-1].step == s:
             self._buffer[-1].values.update(values)
+            self._send(_Record(s, self._buffer[-1].epoch, values))
             return
         self._check_step(s, "Recorder.log")
         self._pending.setdefault(s, {}).update(values)
@@ -620,7 +627,7 @@ class Recorder:
         """Buffer scalar-only records for logged steps < ``before`` that no record reached."""
         for s in sorted(p for p in self._pending if p < before):
             values = self._pending.pop(s)
-            self._buffer.append(_Record(s, self._epoch_of(s, None), values))
+            self._buffered(_Record(s, self._epoch_of(s, None), values))
             self._last_recorded = s
 
     # ------------------------------------------------------------------ recording
@@ -631,6 +638,18 @@ class Recorder:
         if self.steps_per_epoch:
             return step // self.steps_per_epoch
         return 0 if self._epoch is None else self._epoch
+
+    def _buffered(self, record: _Record) -> None:
+        """Buffer a main record for the next flush and send it to the sinks."""
+        self._buffer.append(record)
+        self._send(record)
+
+    def _send(self, record: _Record) -> None:
+        if not self._sinks.sinks:
+            return
+        variables = {name: VARIABLES.get(name) or self._user_vars[name] for name in record.values}
+        layers = () if self.net is None else tuple(self.net.names)
+        self._sinks.send(Record(record.step, record.epoch, layers, dict(record.values), variables))
 
     # ------------------------------------------------------------------ storage
     def _main_segment(self, records: list[_Record]) -> xr.Dataset:
@@ -711,7 +730,10 @@ class Recorder:
                 self._record(target, epoch_value, x, y, True, True, False, extra)
         if self.net is not None:
             self._emit_pending(before=math.inf)
-        self.flush()
+        try:
+            self.flush()
+        finally:
+            self._sinks.close()  # the sinks have every record: they got each as it was made
         if self.net is not None:
             for kind in KINDS:
                 self.store.compact(kind)

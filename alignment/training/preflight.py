@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from alignment.config import CHOICES, Config, ConfigError
+from alignment.recording.tensorboard import summary_writer_class
 
 GIB = 2**30
 CGROUP = Path("/sys/fs/cgroup")  # cgroup v2: memory.max, memory.current
@@ -40,11 +41,21 @@ def preflight(
     """Refuse (:class:`ConfigError`) a model that cannot take ``input_shape`` images, or whose
     weights, feedback, gradients and optimizer state need more than ``memory_limit`` bytes
     (default: the memory available on ``device``, see :func:`available_memory`)."""
+    check_extras(config)
     model = meta_model(config, input_shape, num_classes)
     needed, layer = training_bytes(config, model)
     limit = available_memory(device) if memory_limit is None else memory_limit
     if limit is not None and needed > limit:
         raise ConfigError(_too_big(config, model, needed, layer, limit, device))
+
+
+def check_extras(config: Config) -> None:
+    """Refuse (:class:`ConfigError`) a config that needs an optional package that is missing."""
+    if config.record.tensorboard:
+        try:
+            summary_writer_class()
+        except ImportError as error:
+            raise ConfigError(f"record.tensorboard: true: {error}; or set it to false") from None
 
 
 def meta_model(config: Config, input_shape: Sequence[int], num_classes: int) -> nn.Module:

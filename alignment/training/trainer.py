@@ -29,6 +29,7 @@ from alignment.convert import convert
 from alignment.data import load_dataset
 from alignment.models import MODELS
 from alignment.recording import Recorder, schedules
+from alignment.recording.tensorboard import TensorBoardSink
 from alignment.runlock import hold_run
 from alignment.training.batches import Batches, evaluate, stack_first
 from alignment.training.checkpoint import (
@@ -174,6 +175,7 @@ def _recorder(config: Config, model, run_dir, probe, optimizer, seed, per_epoch,
         resume=resume,
         min_records=0,  # the config sets the schedule; tiny test runs have few records
         dynamics=record.dynamics,
+        sinks=[TensorBoardSink(Path(run_dir) / "tensorboard")] if record.tensorboard else [],
     )
 
 
