@@ -6,7 +6,8 @@ training it, see :mod:`alignment.runlock`) and ``DONE`` once finished. ``DONE`` 
 written only by the lock's holder after a complete run; a run is continued only under the config
 it was started with (:mod:`alignment.training.runconfig`) and from a checkpoint that fits it.
 Launched by ``torchrun`` the same code trains data-parallel (see
-:mod:`alignment.training.distributed`): rank 0 evaluates, records and checkpoints.
+:mod:`alignment.training.distributed`): every rank evaluates its shard, rank 0 records and
+checkpoints.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from alignment.data import load_dataset
 from alignment.models import MODELS
 from alignment.recording import Recorder, schedules
 from alignment.runlock import hold_run
-from alignment.training.batches import Batches, evaluate, stack_first
+from alignment.training.batches import Batches, Evaluation, stack_first
 from alignment.training.checkpoint import (
     CHECKPOINT,
     CheckpointError,
@@ -240,6 +241,14 @@ def _train_locked(
         num_workers=d.num_workers,
         rank=world.rank,
         world_size=world.size,
+        pin_memory=device.startswith("cuda"),
+    )
+    evaluation = Evaluation(
+        splits.eval,
+        d.eval_batch_size,
+        num_workers=d.num_workers,
+        pin_memory=device.startswith("cuda"),
+        world=world,
     )
     per_epoch, total = batches.per_epoch, config.epochs * batches.per_epoch
     # Every rank reads (rank 0's) checkpoint, and checks it before the record is touched.
@@ -288,10 +297,10 @@ def _train_locked(
             for i, (x, y) in enumerate(data, start=first):
                 step = epoch * per_epoch + i
                 _schedule(optimizer, config, epoch, step, per_epoch)
-                x, y = x.to(device), y.to(device)
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 scalars = {}
-                if i == 0 and world.is_main:  # epoch start, and once after training: evaluate
-                    accuracies.append(evaluate(model, splits.eval, d.eval_batch_size, device))
+                if i == 0:  # epoch start, and once after training: every rank evaluates
+                    accuracies.append(evaluation.accuracy(model, device))
                     scalars["test_accuracy"] = accuracies[-1]
                 recorder.step(x, y, step=step, epoch=epoch, **scalars)
                 if epoch == config.epochs:
@@ -314,6 +323,8 @@ def _train_locked(
     finally:
         bar.close()
         recorder.close()
+        batches.close()
+        evaluation.close()
     accuracies = world.broadcast(accuracies)
     result = RunResult(run_dir, accuracies[-1], max(accuracies), total)
     if world.is_main:  # the lock's holder, after a complete run
