@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 import yaml
 from torch import nn
-from tqdm import tqdm
 
 from alignment.config import Config, ConfigError
 from alignment.convert import convert
@@ -42,6 +41,7 @@ from alignment.training.checkpoint import (
 )
 from alignment.training.distributed import World, setup, wrap
 from alignment.training.preflight import preflight
+from alignment.training.progress import ProgressOptions, progress_display
 from alignment.training.runconfig import (
     ABSENT,
     check_run_config,
@@ -185,6 +185,7 @@ def train_run(
     device: str | None = None,
     quiet: bool = False,
     resume: bool = False,
+    progress: ProgressOptions | None = None,
 ) -> RunResult:
     """Train ``config`` with ``seed`` into ``run_dir`` (continuing its checkpoint if ``resume``).
 
@@ -192,12 +193,14 @@ def train_run(
     another process holds it). Without ``resume`` the run starts afresh (what the folder held
     goes); with it, the folder's config and checkpoint must fit ``config``
     (:class:`~alignment.config.ConfigError`, :class:`~alignment.training.checkpoint.
-    CheckpointError`).
+    CheckpointError`). ``progress``: how progress shows (:mod:`alignment.training.progress`;
+    default: a bar on a terminal, else lines); ``quiet``: none.
     """
     run_dir = Path(run_dir)
+    shown = ProgressOptions("off") if quiet else progress or ProgressOptions()
     world, device = setup(resolve_device(device or config.device))
     with hold_run(run_dir, world):
-        return _train_locked(config, run_dir, seed, world, device, quiet, resume)
+        return _train_locked(config, run_dir, seed, world, device, shown, resume)
 
 
 def _agree(world: World, action) -> None:
@@ -214,7 +217,13 @@ def _agree(world: World, action) -> None:
 
 
 def _train_locked(
-    config: Config, run_dir: Path, seed: int, world: World, device: str, quiet: bool, resume: bool
+    config: Config,
+    run_dir: Path,
+    seed: int,
+    world: World,
+    device: str,
+    shown: ProgressOptions,
+    resume: bool,
 ) -> RunResult:
     resume = bool(world.broadcast(resume))  # every rank follows rank 0's view of the directory
     d = config.data
@@ -283,11 +292,13 @@ def _train_locked(
             },
         )
 
-    bar = tqdm(
+    bar = progress_display(
+        shown if world.is_main else ProgressOptions("off"),
         total=total,
         initial=start,
-        disable=quiet or not world.is_main,
-        desc=f"{config.rule_name} seed {seed}",
+        per_epoch=per_epoch,
+        label=f"{config.rule_name} seed {seed}",
+        every=config.progress_every,
     )
     step = start
     try:
@@ -302,6 +313,8 @@ def _train_locked(
                 if i == 0:  # epoch start, and once after training: every rank evaluates
                     accuracies.append(evaluation.accuracy(model, device))
                     scalars["test_accuracy"] = accuracies[-1]
+                    if epoch > 0:
+                        bar.epoch_end(epoch - 1, accuracies[-1])
                 recorder.step(x, y, step=step, epoch=epoch, **scalars)
                 if epoch == config.epochs:
                     break
@@ -313,9 +326,7 @@ def _train_locked(
                 if not torch.isfinite(loss):  # every rank sees the same mean, so all stop
                     raise DivergenceError(_divergence(model, config, step, epoch, value))
                 optimizer.step()
-                bar.update()
-                if world.is_main:
-                    bar.set_postfix(loss=f"{value:.3f}", acc=f"{accuracies[-1]:.3f}")
+                bar.update(value, accuracies[-1])
                 if (step + 1) % per_epoch == 0 or (
                     config.checkpoint_every and (step + 1) % config.checkpoint_every == 0
                 ):
@@ -476,6 +487,7 @@ def train(
     seeds: list[int] | None = None,
     device: str | None = None,
     quiet: bool = False,
+    progress: ProgressOptions | None = None,
 ) -> list[RunResult]:
     """Train every seed of ``config`` into ``out/seed<N>``; finished runs are skipped, interrupted
     ones resumed. A run folder that holds another config (fields in
@@ -489,7 +501,15 @@ def train(
             result = finished(run_dir)
             if result is None:
                 resume = (run_dir / CHECKPOINT).exists()
-                result = train_run(config, run_dir, seed, device=device, quiet=quiet, resume=resume)
+                result = train_run(
+                    config,
+                    run_dir,
+                    seed,
+                    device=device,
+                    quiet=quiet,
+                    resume=resume,
+                    progress=progress,
+                )
         results.append(result)
     return results
 
@@ -509,7 +529,13 @@ def finished(run_dir: Path) -> RunResult | None:
         ) from None
 
 
-def resume(run_dir: Path, *, device: str | None = None, quiet: bool = False) -> RunResult:
+def resume(
+    run_dir: Path,
+    *,
+    device: str | None = None,
+    quiet: bool = False,
+    progress: ProgressOptions | None = None,
+) -> RunResult:
     """Continue an interrupted run from its last checkpoint (or start it if it has none)."""
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
@@ -520,5 +546,11 @@ def resume(run_dir: Path, *, device: str | None = None, quiet: bool = False) -> 
             return replace(result, already_finished=True)
         has_checkpoint = (run_dir / CHECKPOINT).exists()
         return train_run(
-            config, run_dir, config.seeds[0], device=device, quiet=quiet, resume=has_checkpoint
+            config,
+            run_dir,
+            config.seeds[0],
+            device=device,
+            quiet=quiet,
+            resume=has_checkpoint,
+            progress=progress,
         )
