@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 import yaml
 
+from alignment import demo
 from alignment.cli import main
 from alignment.sweeps import expand, load_spec
 from alignment.training.progress import LineProgress, ProgressOptions
+from tests.test_demo import TINY as DEMO_TINY
 from tests.test_sweep_executors import tiny_spec
 from tests.test_training import tiny
 
@@ -135,3 +137,17 @@ def test_a_sweep_workers_slurm_log_has_progress_lines(tmp_path: Path) -> None:
     _assert_progress_lines(
         (run.run_dir / "slurm" / f"{job['job_id']}_log.out").read_text(), run.run_id
     )
+
+
+def test_the_demos_runs_print_timed_lines_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``make demo``'s runs: lines every ``progress_every`` seconds, none per epoch (the demo
+    prints its own line as each run ends)."""
+    sets = [*DEMO_TINY, "progress_every=0"]
+    demo.train_one("bp", 0, str(tmp_path), sets)
+    captured = capsys.readouterr()
+    lines = [m for m in map(LINE.match, captured.out.splitlines()) if m]
+    assert [int(m["step"]) for m in lines] == [1, 2, 3]
+    assert {m["label"] for m in lines} == {"  bp seed 0"}
+    assert "\r" not in captured.out + captured.err
