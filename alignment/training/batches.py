@@ -192,7 +192,8 @@ class Evaluation:
                 y = y.to(device, non_blocking=self.pin_memory)
                 correct += (model(x).argmax(-1) == y).sum().item()
         model.train(was_training)
-        counts = self.world.sum(torch.tensor([correct, self.size], dtype=torch.int64))
+        counts = torch.tensor([correct, self.size], dtype=torch.int64, device=device)
+        counts = self.world.sum(counts)  # on the device: NCCL reduces only CUDA tensors
         return int(counts[0]) / int(counts[1])
 
     def close(self) -> None:
