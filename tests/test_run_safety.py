@@ -592,6 +592,11 @@ def test_sweep_workers_die_with_a_killed_sweep(tmp_path: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
         sweep.kill()
         sweep.wait()
+    # A killed process's lock goes when its last thread has closed its files, which may be a
+    # moment after /proc shows the process as a zombie.
+    deadline = time.monotonic() + 5
+    while any(is_locked(run.run_dir) for run in runs) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert not any(is_locked(run.run_dir) for run in runs)
     assert not any((run.run_dir / "DONE").exists() for run in runs)
 
