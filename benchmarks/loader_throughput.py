@@ -14,7 +14,9 @@ For each set and worker count (default: the paper config's ``data.num_workers``,
 and 8 for ImageNet, plus 2), it times ``--epochs`` epochs of
 :class:`alignment.training.batches.Batches` (every batch consumed, nothing trained) and as many
 passes of the trainer's evaluation over the evaluation set (through a model that costs nothing:
-global average pool + a 3→10 linear layer), epoch starts included, on CPU. It uses whichever
+global average pool + a 3→10 linear layer), epoch starts included, on CPU. ``1st batch s``:
+the median wait for an epoch's first batch after the first epoch (where a per-epoch loader starts
+its workers). It uses whichever
 loader API the imported ``alignment`` has, so the same script measures an older tree (the
 "before" numbers, ``PYTHONPATH=OLD_TREE``) and the current one::
 
@@ -97,11 +99,12 @@ def measure(name: str, splits, workers: int, epochs: int) -> dict:
     """Images/s of ``epochs`` training epochs and evaluation passes, and each epoch's seconds."""
     train_batch, eval_batch = BATCH[name]
     batches = Batches(splits.train, train_batch, seed=0, num_workers=workers)
-    train_seconds = []
+    train_seconds, first_batch = [], []
     for epoch in range(epochs):
         start = time.perf_counter()
-        for _x, _y in batches.epoch(epoch):
-            pass
+        for i, _ in enumerate(batches.epoch(epoch)):
+            if i == 0:
+                first_batch.append(time.perf_counter() - start)
         train_seconds.append(time.perf_counter() - start)
     if hasattr(batches, "close"):
         batches.close()
@@ -119,6 +122,7 @@ def measure(name: str, splits, workers: int, epochs: int) -> dict:
         "train_images_per_s": n_train * epochs / sum(train_seconds),
         "eval_images_per_s": len(splits.eval) * epochs / sum(eval_seconds),
         "train_epoch_s": train_seconds,
+        "first_batch_s": first_batch,
         "eval_pass_s": eval_seconds,
         "train_images": n_train,
         "eval_images": len(splits.eval),
@@ -146,7 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     tree = Path(batches_module.__file__).parents[2]
     print(f"alignment from {tree}; load average {os.getloadavg()[0]:.2f}")
-    print(f"{'set':9} {'workers':>7} {'train img/s':>12} {'eval img/s':>11}  train epochs s")
+    print(
+        f"{'set':9} {'workers':>7} {'train img/s':>12} {'eval img/s':>11} {'1st batch s':>11}"
+        "  train epochs s"
+    )
     for name in args.sets.split(","):
         if name == "cifar":
             make_cifar(data / "cifar", args.cifar_n)
@@ -158,9 +165,10 @@ def main(argv: list[str] | None = None) -> int:
             row = measure(name, splits, workers, args.epochs)
             results.append(row)
             epochs = " ".join(f"{s:.2f}" for s in row["train_epoch_s"])
+            first = np.median(row["first_batch_s"][1:] or row["first_batch_s"])
             print(
                 f"{name:9} {workers:>7} {row['train_images_per_s']:>12.0f} "
-                f"{row['eval_images_per_s']:>11.0f}  {epochs}",
+                f"{row['eval_images_per_s']:>11.0f} {first:>11.3f}  {epochs}",
                 flush=True,
             )
     print(f"load average after: {os.getloadavg()[0]:.2f}")
