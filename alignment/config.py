@@ -125,6 +125,8 @@ class Config:
     device: str = "auto"
     checkpoint_every: int = 0
     max_steps_per_epoch: int | None = None
+    progress_every: float = 30.0
+    """Seconds between progress lines when the output is not a terminal (Slurm, CI, a log)."""
 
     @property
     def rule_name(self) -> str:
@@ -163,6 +165,7 @@ NON_NEGATIVE = (
     "optim.momentum",
     "optim.weight_decay",
     "checkpoint_every",
+    "progress_every",
     "data.num_workers",
     "wd_schedule.gamma",
     "wd_schedule.burst_epochs",

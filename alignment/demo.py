@@ -38,6 +38,7 @@ from alignment.figures.demo import make_demo_figures
 from alignment.recording import open_run
 from alignment.theory import expected_angle
 from alignment.training import train
+from alignment.training.progress import ProgressOptions
 
 DEMO_RULES = ("bp", "fa", "dfa", "usf", "pfa", "pfa_o")
 ACCURACY_GAP = 1.5
@@ -227,7 +228,8 @@ def train_one(rule: str, seed: int, out: str, sets: Sequence[str]) -> tuple[Path
     torch.set_num_threads(1)
     start, cpu = time.perf_counter(), time.process_time()
     config = load_config(f"demo/{rule}", list(sets))
-    (result,) = train(config, Path(out) / rule, seeds=[seed], quiet=True)
+    lines = ProgressOptions("lines", epoch_lines=False, label=f"  {rule} seed {seed}")
+    (result,) = train(config, Path(out) / rule, seeds=[seed], progress=lines)
     return result.run_dir, time.perf_counter() - start, time.process_time() - cpu
 
 

@@ -66,6 +66,22 @@ _registry: dict[str, _Held] = {}
 _registry_lock = threading.Lock()
 
 
+def _drop_in_forked_child() -> None:
+    """A forked child (a DataLoader worker, a fork-started pool process) closes its copies of the
+    lock descriptors: the lock is released only when every copy is closed, so a child that
+    outlives its parent's run, or a parent killed by SIGKILL, would otherwise keep the run
+    locked. The parent's copies, and so its lock, are untouched. (The child has one thread, so
+    the registry is read without its lock, which another thread may have held at the fork.)"""
+    for held in list(_registry.values()):
+        with contextlib.suppress(OSError):
+            os.close(held.fd)
+    _registry.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_in_forked_child)
+
+
 def _key(run_dir: Path) -> str:
     return os.path.realpath(run_dir)
 

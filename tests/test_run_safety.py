@@ -592,6 +592,11 @@ def test_sweep_workers_die_with_a_killed_sweep(tmp_path: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
         sweep.kill()
         sweep.wait()
+    # A killed process's lock goes when its last thread has closed its files, which may be a
+    # moment after /proc shows the process as a zombie.
+    deadline = time.monotonic() + 5
+    while any(is_locked(run.run_dir) for run in runs) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert not any(is_locked(run.run_dir) for run in runs)
     assert not any((run.run_dir / "DONE").exists() for run in runs)
 
@@ -607,3 +612,19 @@ def test_the_watchdog_fallback_exits_once_the_parent_is_gone(
     assert exits == [1]
     if sys.platform.startswith("linux"):
         assert local._parent_death_signal(0)  # prctl is reachable (signal 0: none)
+
+
+def test_loader_workers_forked_under_the_lock_do_not_keep_it(tmp_path: Path) -> None:
+    """Persistent DataLoader workers are forked while the run holds its lock and live on after
+    it: the lock is released when the run ends (and so when its process is killed), not when
+    the workers exit."""
+    data = torch.utils.data.TensorDataset(torch.arange(8.0))
+    loader = torch.utils.data.DataLoader(data, batch_size=4, num_workers=1, persistent_workers=True)
+    with run_lock(tmp_path / "run") as acquired:
+        assert acquired
+        assert len(list(loader)) == 2  # the worker is forked here, holding a copy of the fd
+        assert is_locked(tmp_path / "run")
+    try:
+        assert not is_locked(tmp_path / "run"), "the loader's worker kept the run locked"
+    finally:
+        del loader  # shuts the persistent worker down

@@ -15,7 +15,7 @@ spent, without paying for a full decode of every file (hours) at every start. So
 * **During training**, a file whose signature is right but whose data are not (truncated or
   corrupt) fails when it is decoded. It is **skipped**: the next file of the folder takes its place
   (batches keep their size) and an :class:`UnreadableImageWarning` names the file the first time
-  a process meets it (with DataLoader workers, once per epoch: each epoch starts new workers),
+  a process meets it (with DataLoader workers, once per worker: they persist through the run),
   with the count that process skipped so far (``ImageFiles.skipped`` holds the paths).
   :data:`MAX_CONSECUTIVE` failures in a row (a vanished disk rather than a damaged file) raise
   :class:`~alignment.data.registry.DatasetNotFoundError`.

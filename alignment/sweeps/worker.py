@@ -20,6 +20,7 @@ from pathlib import Path
 from alignment.config import Config
 from alignment.runlock import RunLockedError, run_lock
 from alignment.training.checkpoint import CHECKPOINT
+from alignment.training.progress import ProgressOptions
 from alignment.training.trainer import finished, train_run
 
 ERROR = "ERROR"
@@ -90,7 +91,8 @@ def _train_one(
             (run_dir / ERROR).unlink(missing_ok=True)
         resume = (run_dir / CHECKPOINT).exists()
         try:
-            result = train_run(config, run_dir, seed, device=device, quiet=True, resume=resume)
+            lines = ProgressOptions("lines", label=run_dir.name)  # into the job's log
+            result = train_run(config, run_dir, seed, device=device, resume=resume, progress=lines)
         except RunLockedError:
             return Outcome(run_dir, "running")
         except Exception:

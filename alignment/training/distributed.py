@@ -19,7 +19,10 @@ part of the toolkit does across ranks:
   reference ImageNet recipe), and rank 0's running statistics are broadcast at every forward.
   So a model with BatchNorm is not bitwise the single-process model; BN-free models (the MNIST
   MLP, LeNet) are, up to float summation order.
-* **Recording and checkpoints**: rank 0 evaluates, records and checkpoints; the others wait at a
+* **Evaluation**: every rank classifies its shard of the evaluation set with rank 0's buffers
+  (BatchNorm's running statistics) and the ranks sum their counts: each gets the accuracy of the
+  whole set, the single-process value.
+* **Recording and checkpoints**: rank 0 records and checkpoints; the others wait at a
   barrier. A resumed run restores every rank from rank 0's checkpoint.
 """
 
@@ -60,6 +63,20 @@ class World:
         value = value.detach().clone()
         dist.all_reduce(value)
         return value / self.size
+
+    def sum(self, value: torch.Tensor) -> torch.Tensor:
+        """The sum of ``value`` over ranks (``value`` itself outside torchrun)."""
+        if not self.distributed:
+            return value
+        value = value.detach().clone()
+        dist.all_reduce(value)
+        return value
+
+    def broadcast_buffers(self, module: nn.Module) -> None:
+        """Give every rank rank 0's buffers of ``module`` (what DDP does at each forward)."""
+        if self.distributed:
+            for buffer in module.buffers():
+                dist.broadcast(buffer, src=0)
 
     def gather(self, part: torch.Tensor) -> torch.Tensor:
         """The global batch from every rank's ``part``, in the single-process order.

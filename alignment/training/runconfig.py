@@ -26,6 +26,7 @@ NON_IDENTITY = (
     "data.verify_checksums",
     "record.flush_every",
     "record.tensorboard",
+    "progress_every",
 )
 CONFIG_FILE = "config.yaml"
 

@@ -6,7 +6,8 @@ training it, see :mod:`alignment.runlock`) and ``DONE`` once finished. ``DONE`` 
 written only by the lock's holder after a complete run; a run is continued only under the config
 it was started with (:mod:`alignment.training.runconfig`) and from a checkpoint that fits it.
 Launched by ``torchrun`` the same code trains data-parallel (see
-:mod:`alignment.training.distributed`): rank 0 evaluates, records and checkpoints.
+:mod:`alignment.training.distributed`): every rank evaluates its shard, rank 0 records and
+checkpoints.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import torch
 import torch.nn.functional as F
 import yaml
 from torch import nn
-from tqdm import tqdm
 
 from alignment.config import Config, ConfigError
 from alignment.convert import convert
@@ -31,7 +31,7 @@ from alignment.models import MODELS
 from alignment.recording import Recorder, schedules
 from alignment.recording.tensorboard import TensorBoardSink
 from alignment.runlock import hold_run
-from alignment.training.batches import Batches, evaluate, stack_first
+from alignment.training.batches import Batches, Evaluation, stack_first
 from alignment.training.checkpoint import (
     CHECKPOINT,
     CheckpointError,
@@ -42,6 +42,7 @@ from alignment.training.checkpoint import (
 )
 from alignment.training.distributed import World, setup, wrap
 from alignment.training.preflight import preflight
+from alignment.training.progress import ProgressOptions, progress_display
 from alignment.training.runconfig import (
     ABSENT,
     check_run_config,
@@ -187,6 +188,7 @@ def train_run(
     device: str | None = None,
     quiet: bool = False,
     resume: bool = False,
+    progress: ProgressOptions | None = None,
 ) -> RunResult:
     """Train ``config`` with ``seed`` into ``run_dir`` (continuing its checkpoint if ``resume``).
 
@@ -194,12 +196,14 @@ def train_run(
     another process holds it). Without ``resume`` the run starts afresh (what the folder held
     goes); with it, the folder's config and checkpoint must fit ``config``
     (:class:`~alignment.config.ConfigError`, :class:`~alignment.training.checkpoint.
-    CheckpointError`).
+    CheckpointError`). ``progress``: how progress shows (:mod:`alignment.training.progress`;
+    default: a bar on a terminal, else lines); ``quiet``: none.
     """
     run_dir = Path(run_dir)
+    shown = ProgressOptions("off") if quiet else progress or ProgressOptions()
     world, device = setup(resolve_device(device or config.device))
     with hold_run(run_dir, world):
-        return _train_locked(config, run_dir, seed, world, device, quiet, resume)
+        return _train_locked(config, run_dir, seed, world, device, shown, resume)
 
 
 def _agree(world: World, action) -> None:
@@ -216,7 +220,13 @@ def _agree(world: World, action) -> None:
 
 
 def _train_locked(
-    config: Config, run_dir: Path, seed: int, world: World, device: str, quiet: bool, resume: bool
+    config: Config,
+    run_dir: Path,
+    seed: int,
+    world: World,
+    device: str,
+    shown: ProgressOptions,
+    resume: bool,
 ) -> RunResult:
     resume = bool(world.broadcast(resume))  # every rank follows rank 0's view of the directory
     d = config.data
@@ -243,6 +253,14 @@ def _train_locked(
         num_workers=d.num_workers,
         rank=world.rank,
         world_size=world.size,
+        pin_memory=device.startswith("cuda"),
+    )
+    evaluation = Evaluation(
+        splits.eval,
+        d.eval_batch_size,
+        num_workers=d.num_workers,
+        pin_memory=device.startswith("cuda"),
+        world=world,
     )
     per_epoch, total = batches.per_epoch, config.epochs * batches.per_epoch
     # Every rank reads (rank 0's) checkpoint, and checks it before the record is touched.
@@ -277,11 +295,13 @@ def _train_locked(
             },
         )
 
-    bar = tqdm(
+    bar = progress_display(
+        shown if world.is_main else ProgressOptions("off"),
         total=total,
         initial=start,
-        disable=quiet or not world.is_main,
-        desc=f"{config.rule_name} seed {seed}",
+        per_epoch=per_epoch,
+        label=f"{config.rule_name} seed {seed}",
+        every=config.progress_every,
     )
     step = start
     try:
@@ -291,11 +311,13 @@ def _train_locked(
             for i, (x, y) in enumerate(data, start=first):
                 step = epoch * per_epoch + i
                 _schedule(optimizer, config, epoch, step, per_epoch)
-                x, y = x.to(device), y.to(device)
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 scalars = {}
-                if i == 0 and world.is_main:  # epoch start, and once after training: evaluate
-                    accuracies.append(evaluate(model, splits.eval, d.eval_batch_size, device))
+                if i == 0:  # epoch start, and once after training: every rank evaluates
+                    accuracies.append(evaluation.accuracy(model, device))
                     scalars["test_accuracy"] = accuracies[-1]
+                    if epoch > 0:
+                        bar.epoch_end(epoch - 1, accuracies[-1])
                 recorder.step(x, y, step=step, epoch=epoch, **scalars)
                 if epoch == config.epochs:
                     break
@@ -307,9 +329,7 @@ def _train_locked(
                 if not torch.isfinite(loss):  # every rank sees the same mean, so all stop
                     raise DivergenceError(_divergence(model, config, step, epoch, value))
                 optimizer.step()
-                bar.update()
-                if world.is_main:
-                    bar.set_postfix(loss=f"{value:.3f}", acc=f"{accuracies[-1]:.3f}")
+                bar.update(value, accuracies[-1])
                 if (step + 1) % per_epoch == 0 or (
                     config.checkpoint_every and (step + 1) % config.checkpoint_every == 0
                 ):
@@ -317,6 +337,8 @@ def _train_locked(
     finally:
         bar.close()
         recorder.close()
+        batches.close()
+        evaluation.close()
     accuracies = world.broadcast(accuracies)
     result = RunResult(run_dir, accuracies[-1], max(accuracies), total)
     if world.is_main:  # the lock's holder, after a complete run
@@ -468,6 +490,7 @@ def train(
     seeds: list[int] | None = None,
     device: str | None = None,
     quiet: bool = False,
+    progress: ProgressOptions | None = None,
 ) -> list[RunResult]:
     """Train every seed of ``config`` into ``out/seed<N>``; finished runs are skipped, interrupted
     ones resumed. A run folder that holds another config (fields in
@@ -481,7 +504,15 @@ def train(
             result = finished(run_dir)
             if result is None:
                 resume = (run_dir / CHECKPOINT).exists()
-                result = train_run(config, run_dir, seed, device=device, quiet=quiet, resume=resume)
+                result = train_run(
+                    config,
+                    run_dir,
+                    seed,
+                    device=device,
+                    quiet=quiet,
+                    resume=resume,
+                    progress=progress,
+                )
         results.append(result)
     return results
 
@@ -501,7 +532,13 @@ def finished(run_dir: Path) -> RunResult | None:
         ) from None
 
 
-def resume(run_dir: Path, *, device: str | None = None, quiet: bool = False) -> RunResult:
+def resume(
+    run_dir: Path,
+    *,
+    device: str | None = None,
+    quiet: bool = False,
+    progress: ProgressOptions | None = None,
+) -> RunResult:
     """Continue an interrupted run from its last checkpoint (or start it if it has none)."""
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
@@ -512,5 +549,11 @@ def resume(run_dir: Path, *, device: str | None = None, quiet: bool = False) -> 
             return replace(result, already_finished=True)
         has_checkpoint = (run_dir / CHECKPOINT).exists()
         return train_run(
-            config, run_dir, config.seeds[0], device=device, quiet=quiet, resume=has_checkpoint
+            config,
+            run_dir,
+            config.seeds[0],
+            device=device,
+            quiet=quiet,
+            resume=has_checkpoint,
+            progress=progress,
         )
