@@ -9,7 +9,6 @@ from torch import nn
 
 from alignment.layers import Conv2d, FeedbackLayer, Linear
 from alignment.rules import Rule, make_rule
-from alignment.rules.dfa import DirectFeedbackContext
 
 LAYERS: dict[type[nn.Module], type[FeedbackLayer]] = {nn.Linear: Linear, nn.Conv2d: Conv2d}
 """torch.nn layer type → converted layer type. Converted layers convert again (to another rule)."""
@@ -38,11 +37,11 @@ def _owns_parameters(module: nn.Module) -> bool:
     return any(True for _ in module.parameters(recurse=False))
 
 
-def _drop_dfa_hooks(model: nn.Module) -> None:
-    for hooks in (model._forward_pre_hooks, model._forward_hooks):
-        for key, hook in list(hooks.items()):
-            if isinstance(getattr(hook, "__self__", None), DirectFeedbackContext):
-                del hooks[key]
+def _release_rules(model: nn.Module) -> None:
+    """Let the rules of already converted layers undo what they did to the whole model."""
+    rules = {id(m.rule): m.rule for m in model.modules() if isinstance(m, FeedbackLayer)}
+    for old in rules.values():
+        old.release(model)
 
 
 def convert(model: nn.Module, rule: str | Rule, **options: object) -> nn.Module:
@@ -61,7 +60,7 @@ def convert(model: nn.Module, rule: str | Rule, **options: object) -> nn.Module:
     rule = make_rule(rule, **options)
     model = copy.deepcopy(model)
     rule = rule.bind(model)
-    _drop_dfa_hooks(model)
+    _release_rules(model)
     target = _target(model)
     if target is not None:
         layer = target.from_module(model, rule)

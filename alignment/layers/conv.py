@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from alignment.layers.base import FeedbackLayer
 from alignment.layers.conv_geometry import ConvGeometry
+from alignment.layers.feedback import Direct, TwoStage, resolve_rule
 from alignment.layers.functions import Conv2dDirect, Conv2dFeedback, Conv2dTwoStage
-from alignment.rules.base import Direct, Rule, TwoStage
+
+if TYPE_CHECKING:
+    from alignment.rules.base import Rule
 
 
 class Conv2d(FeedbackLayer, nn.Conv2d):
@@ -50,9 +55,7 @@ class Conv2d(FeedbackLayer, nn.Conv2d):
             dtype=dtype,
         )
         if rule is not None:
-            from alignment.rules import make_rule
-
-            self.attach_rule(make_rule(rule, **options))
+            self.attach_rule(resolve_rule(rule, **options))
 
     @property
     def geometry(self) -> ConvGeometry:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from alignment.layers.base import FeedbackLayer
+from alignment.layers.feedback import Direct, TwoStage, resolve_rule
 from alignment.layers.functions import LinearDirect, LinearFeedback, LinearTwoStage
-from alignment.rules.base import Direct, Rule, TwoStage
+
+if TYPE_CHECKING:
+    from alignment.rules.base import Rule
 
 
 class Linear(FeedbackLayer, nn.Linear):
@@ -31,9 +36,7 @@ class Linear(FeedbackLayer, nn.Linear):
     ) -> None:
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
         if rule is not None:
-            from alignment.rules import make_rule
-
-            self.attach_rule(make_rule(rule, **options))
+            self.attach_rule(resolve_rule(rule, **options))
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training_graph_needed(x):
