@@ -1,4 +1,5 @@
-"""``convert(model, rule, **options)``: any nn.Module, every Linear and Conv2d under one rule."""
+"""``convert(model, rule, **options)``: any nn.Module, every Linear and Conv1d/2d/3d under one
+rule."""
 
 from __future__ import annotations
 
@@ -7,10 +8,15 @@ import warnings
 
 from torch import nn
 
-from alignment.layers import Conv2d, FeedbackLayer, Linear
+from alignment.layers import Conv1d, Conv2d, Conv3d, FeedbackLayer, Linear
 from alignment.rules import Rule, make_rule
 
-LAYERS: dict[type[nn.Module], type[FeedbackLayer]] = {nn.Linear: Linear, nn.Conv2d: Conv2d}
+LAYERS: dict[type[nn.Module], type[FeedbackLayer]] = {
+    nn.Linear: Linear,
+    nn.Conv1d: Conv1d,
+    nn.Conv2d: Conv2d,
+    nn.Conv3d: Conv3d,
+}
 """torch.nn layer type → converted layer type. Converted layers convert again (to another rule)."""
 
 ORDINARY_AUTOGRAD = (
@@ -45,11 +51,11 @@ def _release_rules(model: nn.Module) -> None:
 
 
 def convert(model: nn.Module, rule: str | Rule, **options: object) -> nn.Module:
-    """A copy of ``model`` whose Linear and Conv2d layers learn with ``rule``.
+    """A copy of ``model`` whose Linear and Conv1d/Conv2d/Conv3d layers learn with ``rule``.
 
     Weights are copied, so outputs are bitwise identical to the original's. A bare ``nn.Linear`` or
     ``nn.Conv2d`` comes back as the converted layer. Layers with weights that cannot be converted
-    (Conv1d, ConvTranspose2d, Embedding, …) are listed in an :class:`UnconvertedLayerWarning`;
+    (ConvTranspose2d, Embedding, …) are listed in an :class:`UnconvertedLayerWarning`;
     normalisation layers stay ordinary autograd silently, as in the paper.
 
     >>> import torch.nn as nn, alignment
@@ -68,7 +74,7 @@ def convert(model: nn.Module, rule: str | Rule, **options: object) -> nn.Module:
         return layer
     if not list(model.children()) and _owns_parameters(model):
         raise TypeError(
-            f"cannot convert {type(model).__name__}: rules exist for nn.Linear and nn.Conv2d "
+            f"cannot convert {type(model).__name__}: rules exist for nn.Linear and nn.Conv1d/2d/3d "
             "(and models containing them)"
         )
     converted: dict[int, FeedbackLayer] = {}

@@ -9,7 +9,12 @@ from torch import Tensor, nn
 
 from alignment.layers.base import FeedbackLayer
 from alignment.layers.feedback import Direct, TwoStage, resolve_rule
-from alignment.layers.functions import LinearDirect, LinearFeedback, LinearTwoStage
+from alignment.layers.functions import (
+    CarrierLayout,
+    LinearDirect,
+    LinearFeedback,
+    LinearTwoStage,
+)
 
 if TYPE_CHECKING:
     from alignment.rules.base import Rule
@@ -38,14 +43,16 @@ class Linear(FeedbackLayer, nn.Linear):
         if rule is not None:
             self.attach_rule(resolve_rule(rule, **options))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, carrier_layout: CarrierLayout | None = None) -> Tensor:
+        """y = xWᵀ + b. ``carrier_layout`` (DFA only) maps x's leading dims onto the model's
+        batch-first layout when they are laid out otherwise (attention's projections)."""
         if not self.training_graph_needed(x):
             return F.linear(x, self.weight, self.bias)
         feedback = self.rule.feedback(self, x)
         if isinstance(feedback, TwoStage):
             return LinearTwoStage.apply(x, self.weight, self.bias, feedback.B, feedback.R)
         if isinstance(feedback, Direct):
-            y, carrier = LinearDirect.apply(x, self.weight, self.bias, feedback.D)
+            y, carrier = LinearDirect.apply(x, self.weight, self.bias, feedback.D, carrier_layout)
             feedback.sink(carrier)
             return y
         return LinearFeedback.apply(x, self.weight, self.bias, feedback)
