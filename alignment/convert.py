@@ -9,13 +9,15 @@ import warnings
 from torch import nn
 
 from alignment.layers import Conv1d, Conv2d, Conv3d, FeedbackLayer, Linear
+from alignment.layers.attention import MultiheadAttention
 from alignment.rules import Rule, make_rule
 
-LAYERS: dict[type[nn.Module], type[FeedbackLayer]] = {
+LAYERS: dict[type[nn.Module], type[nn.Module]] = {
     nn.Linear: Linear,
     nn.Conv1d: Conv1d,
     nn.Conv2d: Conv2d,
     nn.Conv3d: Conv3d,
+    nn.MultiheadAttention: MultiheadAttention,
 }
 """torch.nn layer type → converted layer type. Converted layers convert again (to another rule)."""
 
@@ -33,8 +35,12 @@ class UnconvertedLayerWarning(UserWarning):
     """Some layers with weights keep ordinary backprop because no rule layer exists for them."""
 
 
-def _target(module: nn.Module) -> type[FeedbackLayer] | None:
-    if isinstance(module, FeedbackLayer):
+CONVERTED = (FeedbackLayer, MultiheadAttention)
+"""Converted module types (a converted MultiheadAttention holds converted Linear layers)."""
+
+
+def _target(module: nn.Module) -> type[nn.Module] | None:
+    if isinstance(module, CONVERTED):
         return type(module)
     return LAYERS.get(type(module))
 
@@ -70,16 +76,21 @@ def convert(model: nn.Module, rule: str | Rule, **options: object) -> nn.Module:
     target = _target(model)
     if target is not None:
         layer = target.from_module(model, rule)
-        rule.prepare_model(layer, [layer])
+        rule.prepare_model(layer, _feedback_layers(layer))
         return layer
     if not list(model.children()) and _owns_parameters(model):
         raise TypeError(
             f"cannot convert {type(model).__name__}: rules exist for nn.Linear and nn.Conv1d/2d/3d "
             "(and models containing them)"
         )
-    converted: dict[int, FeedbackLayer] = {}
+    converted: dict[int, nn.Module] = {}
     skipped: list[str] = []
+    inside: list[str] = []  # converted containers (attention): their parts convert with them
     for name, parent in list(model.named_modules()):
+        if any(name.startswith(prefix) for prefix in inside):
+            continue
+        if _target(parent) is not None and not isinstance(parent, FeedbackLayer):
+            inside.append(f"{name}." if name else "")
         if _target(parent) is None and _owns_parameters(parent):
             if not isinstance(parent, ORDINARY_AUTOGRAD):
                 skipped.append(f"{name or '<root>'} ({type(parent).__name__})")
@@ -97,5 +108,9 @@ def convert(model: nn.Module, rule: str | Rule, **options: object) -> nn.Module:
             UnconvertedLayerWarning,
             stacklevel=2,
         )
-    rule.prepare_model(model, list(converted.values()))
+    rule.prepare_model(model, _feedback_layers(model))
     return model
+
+
+def _feedback_layers(model: nn.Module) -> list[FeedbackLayer]:
+    return [m for m in model.modules() if isinstance(m, FeedbackLayer)]
