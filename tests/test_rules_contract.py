@@ -49,11 +49,31 @@ def conv3d_net() -> nn.Module:
     )
 
 
+class AttentionNet(nn.Module):
+    """Tokens → Linear → self-attention (+ residual) → mean over tokens → Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(6, 4)
+        self.attn = nn.MultiheadAttention(4, 2, batch_first=True)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        h = h + self.attn(h, h, h, need_weights=False)[0]
+        return self.head(h.mean(1))
+
+
+def attention_net() -> nn.Module:
+    return AttentionNet()
+
+
 NETS = {
     "linear": (linear_net, (4, 6)),
     "conv": (conv_net, (4, 2, 7, 7)),
     "conv1d": (conv1d_net, (4, 2, 7)),
     "conv3d": (conv3d_net, (4, 2, 4, 5, 3)),
+    "attention": (attention_net, (4, 5, 6)),
 }
 """One small network per kind of converted layer; :func:`test_every_layer_type_has_a_net` fails
 when ``alignment.convert.LAYERS`` gains a type that no network here contains."""

@@ -164,7 +164,7 @@ class MultiheadAttention(nn.MultiheadAttention):
     def _batch_first(self, x: Tensor, is_batched: bool) -> Tensor:
         """x as (B, T, E) such that x.transpose(0, 1) is the tensor torch projects."""
         if not is_batched:
-            return x.unsqueeze(0)
+            return x.unsqueeze(1).transpose(0, 1)
         return x if self.batch_first else x.transpose(0, 1)
 
     def _in_projection(
@@ -179,6 +179,8 @@ class MultiheadAttention(nn.MultiheadAttention):
                 for proj, x in ((self.q_proj, q_bf), (self.k_proj, k_bf), (self.v_proj, v_bf))
             )
         proj = self.in_proj
+        if not is_batched:  # torch unsqueezes q, k and v one by one: three distinct tensors
+            query, key, value = object(), object(), object()
         if key is value and query is key:
             packed = proj(q_bf, layout="tbe").transpose(0, 1)
             packed = packed.unflatten(-1, (3, E)).unsqueeze(0).transpose(0, -2)
