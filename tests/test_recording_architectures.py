@@ -71,3 +71,35 @@ def test_conv1d_and_conv3d_nets_record_with_their_own_dims(tmp_path, rule: str, 
     assert ds["jacobian_fb__2"].dims == ("raw_step", "sample", "logit", "2__out", *grid)
     for name in ("feedback_alignment", "grad_alignment", "delta_alignment", "jacobian_alignment"):
         assert np.isfinite(ds[name].values).all(), name
+
+
+def small_vit() -> nn.Module:
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(
+        image_size=14, patch_size=7, num_layers=1, num_heads=2, hidden_dim=8, mlp_dim=16,
+        num_classes=3,
+    ).double()  # fmt: skip
+    nn.init.xavier_uniform_(vit.heads.head.weight)  # torchvision's zero head: every angle NaN
+    return vit
+
+
+@pytest.mark.parametrize("rule", ["dfa", pytest.param("pfa", marks=pytest.mark.slow)])
+def test_recorder_on_a_small_vit(tmp_path, rule: str) -> None:
+    """Token-level layers: one Jacobian/δ per sample over all its positions (``pos0`` dim)."""
+    with pytest.warns(alignment.UnconvertedLayerWarning, match="class_token|VisionTransformer"):
+        model = alignment.convert(small_vit(), rule)
+    shape = (3, 3, 14, 14)
+    record_steps(model, tmp_path, _data(shape, 1), _data(shape, 1, seed=7)[0])
+    ds = alignment.open_run(tmp_path, raw=True)
+    validate(ds)
+    layers = list(ds["layer"].values)
+    attn = "encoder.layers.encoder_layer_0.self_attention"
+    assert f"{attn}.in_proj" in layers and f"{attn}.out_proj" in layers
+    assert ds[f"jacobian_fb__{attn}.in_proj"].dims[-2:] == (
+        f"{attn}.in_proj__pos0",
+        f"{attn}.in_proj__out",
+    )
+    for name in ("feedback_alignment", "grad_alignment", "delta_alignment", "jacobian_alignment"):
+        assert np.isfinite(ds[name].values).all(), name

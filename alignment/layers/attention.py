@@ -127,7 +127,7 @@ class MultiheadAttention(nn.MultiheadAttention):
         average_attn_weights: bool = True,
         is_causal: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
-        if not self.out_proj.training_graph_needed(query):
+        if self._torch_forward_suffices():
             return super().forward(
                 query,
                 key,
@@ -160,6 +160,13 @@ class MultiheadAttention(nn.MultiheadAttention):
             is_causal,
         )  # fmt: skip
         return out, weights
+
+    def _torch_forward_suffices(self) -> bool:
+        """Without grad and without hooks on the projections, torch's own forward (its fast path
+        included) gives the original module's output and nothing needs the projections to run."""
+        if torch.is_grad_enabled():
+            return False
+        return not any(p._forward_hooks or p._forward_pre_hooks for p in self.projections())
 
     def _batch_first(self, x: Tensor, is_batched: bool) -> Tensor:
         """x as (B, T, E) such that x.transpose(0, 1) is the tensor torch projects."""
