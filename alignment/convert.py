@@ -31,6 +31,21 @@ ORDINARY_AUTOGRAD = (
 change only the backward of Linear and Conv layers (README, "Learning rules")."""
 
 
+ADDED_EMBEDDINGS = {
+    "torchvision.models.vision_transformer.VisionTransformer": {"class_token"},
+    "torchvision.models.vision_transformer.Encoder": {"pos_embedding"},
+}
+"""Modules (by qualified class name) whose own parameters are embeddings added to or stacked
+with the activations, not weights of a product: like biases, they learn from whatever error the
+rule delivers to them, so they stay ordinary autograd without a warning."""
+
+
+def _only_embeddings(module: nn.Module) -> bool:
+    cls = type(module)
+    names = ADDED_EMBEDDINGS.get(f"{cls.__module__}.{cls.__qualname__}", set())
+    return {name for name, _ in module.named_parameters(recurse=False)} <= names
+
+
 class UnconvertedLayerWarning(UserWarning):
     """Some layers with weights keep ordinary backprop because no rule layer exists for them."""
 
@@ -92,7 +107,7 @@ def convert(model: nn.Module, rule: str | Rule, **options: object) -> nn.Module:
         if _target(parent) is not None and not isinstance(parent, FeedbackLayer):
             inside.append(f"{name}." if name else "")
         if _target(parent) is None and _owns_parameters(parent):
-            if not isinstance(parent, ORDINARY_AUTOGRAD):
+            if not isinstance(parent, ORDINARY_AUTOGRAD) and not _only_embeddings(parent):
                 skipped.append(f"{name or '<root>'} ({type(parent).__name__})")
         for child_name, child in list(parent._modules.items()):
             target = None if child is None else _target(child)
