@@ -28,6 +28,10 @@ def vit(
     """VisionTransformer with a patch embedding for ``in_channels`` channels; every Linear and
     Conv2d (the classifier head included, which torchvision zeroes) initialised by ``init``, the
     packed attention in-projections as torch initialises them (Xavier-uniform)."""
+    if image_size % patch_size:
+        raise ValueError(
+            f"ViT: image_size {image_size} is not a multiple of patch_size {patch_size}"
+        )
     model = VisionTransformer(
         image_size=image_size,
         patch_size=patch_size,
