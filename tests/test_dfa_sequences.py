@@ -104,3 +104,12 @@ def test_a_batch_size_mismatch_in_dim_0_is_refused() -> None:
     net = alignment.convert(nn.Sequential(nn.Linear(4, 3), SequenceFirst()), "dfa")
     with pytest.raises(ValueError, match="DFA takes dim 0 as the batch"):
         net(torch.randn(3, 5, 4, requires_grad=True))
+
+
+def test_converting_again_releases_the_dfa_tap_through_rule_release() -> None:
+    net = alignment.convert(nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)), "dfa")
+    assert net._forward_hooks and net._forward_pre_hooks
+    again = alignment.convert(net, "fa")
+    assert not again._forward_hooks and not again._forward_pre_hooks
+    assert not any("dfa_context" in m.__dict__ for m in again.modules())
+    assert net._forward_hooks  # the original keeps its own tap
