@@ -188,7 +188,13 @@ def _small_vit() -> nn.Module:
     ).double()
 
 
-@pytest.mark.parametrize("rule", list(alignment.RULES))
+VIT_RULES = [
+    rule if rule in ("bp", "dfa", "pfa") else pytest.param(rule, marks=pytest.mark.slow)
+    for rule in alignment.RULES
+]
+
+
+@pytest.mark.parametrize("rule", VIT_RULES)
 def test_small_vit_converts_every_attention_and_keeps_its_outputs(rule: str) -> None:
     vit = _small_vit()
     with warnings.catch_warnings():
@@ -235,3 +241,18 @@ def test_transformer_encoder_and_decoder_convert_and_use_the_rule() -> None:
     assert ran == [1]  # eval mode, grad enabled: no fast path, the rule's projection ran
     assert not torch.allclose(fa_grad, bp_grad, rtol=1e-3, atol=1e-6)
     torch.testing.assert_close(bp_grad, torch.autograd.grad(enc(x), x, e)[0])
+
+
+@pytest.mark.slow  # about 10 s: 86 M weights copied, B drawn for each
+def test_vit_b_16_converts_without_warnings_and_keeps_its_outputs() -> None:
+    from torchvision.models import vit_b_16
+
+    torch.manual_seed(0)
+    vit = vit_b_16(weights=None).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        converted = alignment.convert(vit, "fa").eval()
+    assert sum(isinstance(m, MultiheadAttention) for m in converted.modules()) == 12
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(converted(x), vit(x))
