@@ -144,7 +144,7 @@ class Config:
 
 
 CHOICES: dict[str, tuple] = {
-    "model.name": ("mlp", "lenet", "resnet20", "resnet32", "resnet56", "resnet18"),
+    "model.name": ("mlp", "lenet", "resnet20", "resnet32", "resnet56", "resnet18", "vit"),
     "model.init": ("xavier", "kaiming"),
     "data.name": ("mnist5k", "digits", "mnist", "fashion_mnist", "cifar10", "imagenet"),
     "data.eval_split": (None, "val", "test"),

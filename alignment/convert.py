@@ -1,4 +1,5 @@
-"""``convert(model, rule, **options)``: any nn.Module, every Linear and Conv2d under one rule."""
+"""``convert(model, rule, **options)``: any nn.Module, every Linear and Conv1d/2d/3d under one
+rule."""
 
 from __future__ import annotations
 
@@ -7,11 +8,17 @@ import warnings
 
 from torch import nn
 
-from alignment.layers import Conv2d, FeedbackLayer, Linear
+from alignment.layers import Conv1d, Conv2d, Conv3d, FeedbackLayer, Linear
+from alignment.layers.attention import MultiheadAttention
 from alignment.rules import Rule, make_rule
-from alignment.rules.dfa import DirectFeedbackContext
 
-LAYERS: dict[type[nn.Module], type[FeedbackLayer]] = {nn.Linear: Linear, nn.Conv2d: Conv2d}
+LAYERS: dict[type[nn.Module], type[nn.Module]] = {
+    nn.Linear: Linear,
+    nn.Conv1d: Conv1d,
+    nn.Conv2d: Conv2d,
+    nn.Conv3d: Conv3d,
+    nn.MultiheadAttention: MultiheadAttention,
+}
 """torch.nn layer type → converted layer type. Converted layers convert again (to another rule)."""
 
 ORDINARY_AUTOGRAD = (
@@ -24,12 +31,31 @@ ORDINARY_AUTOGRAD = (
 change only the backward of Linear and Conv layers (README, "Learning rules")."""
 
 
+ADDED_EMBEDDINGS = {
+    "torchvision.models.vision_transformer.VisionTransformer": {"class_token"},
+    "torchvision.models.vision_transformer.Encoder": {"pos_embedding"},
+}
+"""Modules (by qualified class name) whose own parameters are embeddings added to or stacked
+with the activations, not weights of a product: like biases, they learn from whatever error the
+rule delivers to them, so they stay ordinary autograd without a warning."""
+
+
+def _only_embeddings(module: nn.Module) -> bool:
+    cls = type(module)
+    names = ADDED_EMBEDDINGS.get(f"{cls.__module__}.{cls.__qualname__}", set())
+    return {name for name, _ in module.named_parameters(recurse=False)} <= names
+
+
 class UnconvertedLayerWarning(UserWarning):
     """Some layers with weights keep ordinary backprop because no rule layer exists for them."""
 
 
-def _target(module: nn.Module) -> type[FeedbackLayer] | None:
-    if isinstance(module, FeedbackLayer):
+CONVERTED = (FeedbackLayer, MultiheadAttention)
+"""Converted module types (a converted MultiheadAttention holds converted Linear layers)."""
+
+
+def _target(module: nn.Module) -> type[nn.Module] | None:
+    if isinstance(module, CONVERTED):
         return type(module)
     return LAYERS.get(type(module))
 
@@ -38,19 +64,19 @@ def _owns_parameters(module: nn.Module) -> bool:
     return any(True for _ in module.parameters(recurse=False))
 
 
-def _drop_dfa_hooks(model: nn.Module) -> None:
-    for hooks in (model._forward_pre_hooks, model._forward_hooks):
-        for key, hook in list(hooks.items()):
-            if isinstance(getattr(hook, "__self__", None), DirectFeedbackContext):
-                del hooks[key]
+def _release_rules(model: nn.Module) -> None:
+    """Let the rules of already converted layers undo what they did to the whole model."""
+    rules = {id(m.rule): m.rule for m in model.modules() if isinstance(m, FeedbackLayer)}
+    for old in rules.values():
+        old.release(model)
 
 
 def convert(model: nn.Module, rule: str | Rule, **options: object) -> nn.Module:
-    """A copy of ``model`` whose Linear and Conv2d layers learn with ``rule``.
+    """A copy of ``model`` whose Linear and Conv1d/Conv2d/Conv3d layers learn with ``rule``.
 
     Weights are copied, so outputs are bitwise identical to the original's. A bare ``nn.Linear`` or
     ``nn.Conv2d`` comes back as the converted layer. Layers with weights that cannot be converted
-    (Conv1d, ConvTranspose2d, Embedding, …) are listed in an :class:`UnconvertedLayerWarning`;
+    (ConvTranspose2d, Embedding, …) are listed in an :class:`UnconvertedLayerWarning`;
     normalisation layers stay ordinary autograd silently, as in the paper.
 
     >>> import torch.nn as nn, alignment
@@ -61,22 +87,27 @@ def convert(model: nn.Module, rule: str | Rule, **options: object) -> nn.Module:
     rule = make_rule(rule, **options)
     model = copy.deepcopy(model)
     rule = rule.bind(model)
-    _drop_dfa_hooks(model)
+    _release_rules(model)
     target = _target(model)
     if target is not None:
         layer = target.from_module(model, rule)
-        rule.prepare_model(layer, [layer])
+        rule.prepare_model(layer, _feedback_layers(layer))
         return layer
     if not list(model.children()) and _owns_parameters(model):
         raise TypeError(
-            f"cannot convert {type(model).__name__}: rules exist for nn.Linear and nn.Conv2d "
+            f"cannot convert {type(model).__name__}: rules exist for nn.Linear and nn.Conv1d/2d/3d "
             "(and models containing them)"
         )
-    converted: dict[int, FeedbackLayer] = {}
+    converted: dict[int, nn.Module] = {}
     skipped: list[str] = []
+    inside: list[str] = []  # converted containers (attention): their parts convert with them
     for name, parent in list(model.named_modules()):
+        if any(name.startswith(prefix) for prefix in inside):
+            continue
+        if _target(parent) is not None and not isinstance(parent, FeedbackLayer):
+            inside.append(f"{name}." if name else "")
         if _target(parent) is None and _owns_parameters(parent):
-            if not isinstance(parent, ORDINARY_AUTOGRAD):
+            if not isinstance(parent, ORDINARY_AUTOGRAD) and not _only_embeddings(parent):
                 skipped.append(f"{name or '<root>'} ({type(parent).__name__})")
         for child_name, child in list(parent._modules.items()):
             target = None if child is None else _target(child)
@@ -92,5 +123,9 @@ def convert(model: nn.Module, rule: str | Rule, **options: object) -> nn.Module:
             UnconvertedLayerWarning,
             stacklevel=2,
         )
-    rule.prepare_model(model, list(converted.values()))
+    rule.prepare_model(model, _feedback_layers(model))
     return model
+
+
+def _feedback_layers(model: nn.Module) -> list[FeedbackLayer]:
+    return [m for m in model.modules() if isinstance(m, FeedbackLayer)]

@@ -78,10 +78,12 @@ def test_bp_layers_pass_gradcheck() -> None:
 
 
 @pytest.mark.parametrize("padding_mode", ["reflect", "circular", "replicate"])
-def test_conv_padding_modes_match_autograd_under_bp(padding_mode: str) -> None:
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_conv_padding_modes_match_autograd_under_bp(padding_mode: str, dims: int) -> None:
     torch.manual_seed(0)
-    plain = nn.Conv2d(2, 3, 3, padding=1, padding_mode=padding_mode, dtype=torch.float64)
-    x = torch.randn(2, 2, 5, 5, dtype=torch.float64)
+    conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[dims]
+    plain = conv(2, 3, 3, padding=1, padding_mode=padding_mode, dtype=torch.float64)
+    x = torch.randn(2, 2, *(5,) * dims, dtype=torch.float64)
     converted = alignment.convert(plain, "bp")
     assert torch.equal(converted(x), plain(x))
     assert_all_close(
@@ -137,15 +139,15 @@ def test_shared_layers_stay_shared() -> None:
 
 
 def test_unconvertible_layers_are_listed_in_a_warning() -> None:
-    net = nn.Sequential(nn.Conv1d(2, 2, 3), nn.Flatten(), nn.BatchNorm1d(2), nn.Linear(2, 2))
-    with pytest.warns(alignment.UnconvertedLayerWarning, match=r"0 \(Conv1d\)") as record:
+    net = nn.Sequential(nn.Embedding(5, 2), nn.Flatten(), nn.BatchNorm1d(2), nn.Linear(2, 2))
+    with pytest.warns(alignment.UnconvertedLayerWarning, match=r"0 \(Embedding\)") as record:
         alignment.convert(net, "fa")
     assert "BatchNorm" not in str(record[0].message)
 
 
 def test_unsupported_bare_layer_raises() -> None:
-    with pytest.raises(TypeError, match=r"rules exist for nn\.Linear and nn\.Conv2d"):
-        alignment.convert(nn.Conv1d(2, 2, 3), "fa")
+    with pytest.raises(TypeError, match=r"rules exist for nn\.Linear and nn\.Conv1d/2d/3d"):
+        alignment.convert(nn.ConvTranspose2d(2, 2, 3), "fa")
 
 
 @pytest.mark.parametrize(

@@ -148,11 +148,11 @@ def test_bad_depth_raises(depth: int) -> None:
 
 
 def test_models_registry() -> None:
-    assert set(MODELS) == {"mlp", "lenet", "resnet20", "resnet32", "resnet56", "resnet18"}
+    assert set(MODELS) == {"mlp", "lenet", "resnet20", "resnet32", "resnet56", "resnet18", "vit"}
     assert MODELS["resnet20"] is resnet20
 
 
-@pytest.mark.parametrize("name", ["mlp", "lenet", "resnet20"])
+@pytest.mark.parametrize("name", ["mlp", "lenet", "resnet20", "vit"])
 def test_deepcopy_and_pickle(name: str) -> None:
     torch.manual_seed(0)
     model = MODELS[name]().eval()

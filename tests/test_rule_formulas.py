@@ -30,6 +30,29 @@ CONV_CASES = {
     "valid-rect": dict(in_channels=3, out_channels=4, kernel_size=(2, 3), stride=(2, 1)),
 }
 
+CONV_ND_CASES = {
+    "1d-plain": (1, dict(in_channels=4, out_channels=6, kernel_size=3, padding=1)),
+    "1d-stride2-dil2-nobias": (
+        1,
+        dict(in_channels=3, out_channels=4, kernel_size=3, stride=2, dilation=2, bias=False),
+    ),
+    "1d-groups2-same-even": (
+        1,
+        dict(in_channels=4, out_channels=6, kernel_size=4, padding="same", groups=2),
+    ),
+    "3d-plain": (3, dict(in_channels=2, out_channels=4, kernel_size=3, padding=1)),
+    "3d-rect-stride-groups": (
+        3,
+        dict(in_channels=4, out_channels=4, kernel_size=(1, 2, 3), stride=(1, 2, 1), groups=2),
+    ),
+    "3d-same-dilated": (
+        3,
+        dict(in_channels=2, out_channels=3, kernel_size=2, padding="same", dilation=(1, 2, 1)),
+    ),
+}
+CONV_TYPES = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+CONV_INPUT = {1: (9,), 2: (7, 8), 3: (4, 5, 6)}
+
 
 def _case_id(case: tuple[str, dict]) -> str:
     rule, options = case
@@ -78,6 +101,18 @@ def test_conv_backward_matches_equation(case: tuple[str, dict], geometry: str) -
     _check(layer, torch.randn(2, conv.in_channels, 7, 8, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("case", RULE_CASES, ids=_case_id)
+@pytest.mark.parametrize("geometry", list(CONV_ND_CASES), ids=list(CONV_ND_CASES))
+def test_conv1d_and_conv3d_backward_match_equation(case: tuple[str, dict], geometry: str) -> None:
+    rule, options = case
+    dims, kwargs = CONV_ND_CASES[geometry]
+    torch.manual_seed(0)
+    conv = CONV_TYPES[dims](**kwargs, dtype=torch.float64)
+    layer = alignment.convert(conv, rule, **options)
+    assert type(layer).__name__ == f"Conv{dims}d"
+    _check(layer, torch.randn(2, conv.in_channels, *CONV_INPUT[dims], dtype=torch.float64))
+
+
 def test_pfa_auto_path_picks_two_stage_for_small_batches_and_stays_exact() -> None:
     torch.manual_seed(0)
     layer = alignment.convert(nn.Linear(64, 32, dtype=torch.float64), "pfa", k=10)
@@ -106,12 +141,17 @@ def test_dfa_linear_sends_output_error_through_D(density: float) -> None:
     _check(layer, torch.randn(5, 7, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("geometry", list(CONV_CASES), ids=list(CONV_CASES))
+ALL_CONV = {f"2d-{k}": (2, v) for k, v in CONV_CASES.items()} | CONV_ND_CASES
+
+
+@pytest.mark.parametrize("geometry", list(ALL_CONV), ids=list(ALL_CONV))
 def test_dfa_conv_tiles_output_error_over_the_output_grid(geometry: str) -> None:
-    """conv(dfa) → flatten → linear(dfa): e_in(conv) = conv2d_input(D, tile(e_out)) (dense D)."""
+    """conv(dfa) → flatten → linear(dfa): e_in(conv) = convNd_input(D, tile(e_out)) (dense D)."""
     torch.manual_seed(0)
-    conv = nn.Conv2d(**CONV_CASES[geometry], dtype=torch.float64)
-    x = torch.randn(2, conv.in_channels, 7, 8, dtype=torch.float64, requires_grad=True)
+    dims, kwargs = ALL_CONV[geometry]
+    conv = CONV_TYPES[dims](**kwargs, dtype=torch.float64)
+    shape = (2, conv.in_channels, *CONV_INPUT[dims])
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
     out_shape = conv(x).shape
     n_hidden = out_shape[1:].numel()
     net = alignment.convert(
@@ -122,7 +162,8 @@ def test_dfa_conv_tiles_output_error_over_the_output_grid(geometry: str) -> None
     y = net(x)
     e_out = torch.randn_like(y)
     e_in, grad_w = torch.autograd.grad(y, [x, layer.weight], e_out)
-    tiled = e_out[:, :, None, None].expand(-1, -1, *out_shape[-2:])
+    grid = out_shape[2:]
+    tiled = e_out.reshape(*e_out.shape, *(1,) * len(grid)).expand(-1, -1, *grid)
     want_e_in, _ = conv_grads(layer, x.detach(), tiled, layer.D, groups=1)
     delta = (e_out @ head.D).reshape(out_shape)
     _, want_grad_w = conv_grads(layer, x.detach(), delta, layer.weight.detach(), layer.groups)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import alignment
+from alignment.convert import LAYERS
 
 RULES = list(alignment.RULES)
 LEARNED = {"pfa": {"R"}, "pfa_o": {"R"}, "kp": {"B"}}
@@ -28,7 +29,54 @@ def conv_net() -> nn.Module:
     )
 
 
-NETS = {"linear": (linear_net, (4, 6)), "conv": (conv_net, (4, 2, 7, 7))}
+def conv1d_net() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv1d(2, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv1d(4, 4, 3, stride=2, groups=2, bias=False),
+        nn.Flatten(),
+        nn.Linear(4 * 3, 3),
+    )
+
+
+def conv3d_net() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv3d(2, 3, 3, padding=1),
+        nn.Tanh(),
+        nn.Conv3d(3, 2, 2, stride=2, bias=False),
+        nn.Flatten(),
+        nn.Linear(2 * 2 * 2 * 1, 3),
+    )
+
+
+class AttentionNet(nn.Module):
+    """Tokens → Linear → self-attention (+ residual) → mean over tokens → Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(6, 4)
+        self.attn = nn.MultiheadAttention(4, 2, batch_first=True)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        h = h + self.attn(h, h, h, need_weights=False)[0]
+        return self.head(h.mean(1))
+
+
+def attention_net() -> nn.Module:
+    return AttentionNet()
+
+
+NETS = {
+    "linear": (linear_net, (4, 6)),
+    "conv": (conv_net, (4, 2, 7, 7)),
+    "conv1d": (conv1d_net, (4, 2, 7)),
+    "conv3d": (conv3d_net, (4, 2, 4, 5, 3)),
+    "attention": (attention_net, (4, 5, 6)),
+}
+"""One small network per kind of converted layer; :func:`test_every_layer_type_has_a_net` fails
+when ``alignment.convert.LAYERS`` gains a type that no network here contains."""
 
 
 def build(rule: str, net: str, seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Module:
@@ -185,6 +233,11 @@ def test_forward_output_does_not_depend_on_the_rule(rule: str, net: str) -> None
     assert torch.equal(plain(x), converted(x))
     with torch.no_grad():
         assert torch.equal(plain(x), converted(x))
+
+
+def test_every_layer_type_has_a_net() -> None:
+    covered = {type(m) for factory, _ in NETS.values() for m in factory().modules()}
+    assert set(LAYERS) - covered == set()
 
 
 def test_rule_has_an_equation_and_a_docstring(rule: str) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import torch
 from torch import Tensor, nn
 
-from alignment.rules.base import Rule
+if TYPE_CHECKING:
+    from alignment.rules.base import Rule
 
 
 class FeedbackLayer(nn.Module):

@@ -1,4 +1,5 @@
-"""Convolution geometry shared by the forward and by every feedback backward.
+"""Convolution geometry shared by the forward and by every feedback backward, for 1, 2 or 3
+spatial dimensions (Conv1d, Conv2d, Conv3d): one code path, the dimension is len(stride).
 
 The backward of a convolution is `aten.convolution_backward`, which needs explicit integer padding.
 ``padding='same'`` with an even effective kernel pads asymmetrically (the extra row/column goes on
@@ -14,32 +15,40 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
 
 @dataclass(frozen=True)
 class ConvGeometry:
-    """Stride, padding, dilation and groups of a 2-d convolution (padding as given to conv2d)."""
+    """Stride, padding, dilation and groups of a d-dimensional convolution (padding as given to
+    ``conv{d}d``: a tuple of d ints, 'same' or 'valid')."""
 
-    stride: tuple[int, int]
-    padding: tuple[int, int] | str
-    dilation: tuple[int, int]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...] | str
+    dilation: tuple[int, ...]
     groups: int
 
-    def forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        """The convolution itself, exactly as ``nn.Conv2d`` computes it."""
-        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+    @property
+    def dims(self) -> int:
+        """The number of spatial dimensions d."""
+        return len(self.stride)
 
-    def explicit_padding(self, kernel_size: tuple[int, int]) -> tuple[int, int, int, int]:
-        """(top, bottom, left, right) zero padding of the input."""
+    def forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        """The convolution itself, exactly as ``nn.Conv{d}d`` computes it."""
+        conv = CONV[self.dims]
+        return conv(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def explicit_padding(self, kernel_size: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+        """((before, after) zero padding of the input) per spatial dimension."""
         if self.padding == "valid":
-            return (0, 0, 0, 0)
+            return ((0, 0),) * self.dims
         if self.padding == "same":
             pads = []
             for k, d in zip(kernel_size, self.dilation, strict=True):
                 total = d * (k - 1)
-                pads += [total // 2, total - total // 2]
-            return (pads[0], pads[1], pads[2], pads[3])
-        ph, pw = self.padding
-        return (ph, ph, pw, pw)
+                pads.append((total // 2, total - total // 2))
+            return tuple(pads)
+        return tuple((p, p) for p in self.padding)
 
 
 def conv_backward(
@@ -53,32 +62,37 @@ def conv_backward(
     need_bias: bool,
     groups: int | None = None,
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-    """(grad_input, grad_weight, grad_bias) of ``conv2d(x, weight)`` for the given ``grad_out``.
+    """(grad_input, grad_weight, grad_bias) of ``conv{d}d(x, weight)`` for the given ``grad_out``.
 
     ``grad_input`` uses whatever kernel is passed as ``weight``: passing a feedback kernel instead
     of W is how every rule changes the error it sends backwards, at exactly BP's cost.
     ``groups`` overrides the geometry's groups (DFA's feedback kernels are dense).
     """
     groups = geometry.groups if groups is None else groups
-    top, bottom, left, right = geometry.explicit_padding(tuple(weight.shape[-2:]))
-    symmetric = top == bottom and left == right
-    x_in = x if symmetric else F.pad(x, (left, right, top, bottom))
-    padding = [top, left] if symmetric else [0, 0]
+    d = geometry.dims
+    pads = geometry.explicit_padding(tuple(weight.shape[-d:]))
+    symmetric = all(lo == hi for lo, hi in pads)
+    if symmetric:
+        x_in, padding = x, [lo for lo, _ in pads]
+    else:
+        x_in = F.pad(x, [p for pair in reversed(pads) for p in pair])
+        padding = [0] * d
     grad_in, grad_w, grad_b = torch.ops.aten.convolution_backward(
         grad_out,
         x_in,
         weight,
-        [grad_out.shape[-3]] if need_bias else None,
+        [grad_out.shape[-d - 1]] if need_bias else None,
         list(geometry.stride),
         padding,
         list(geometry.dilation),
         False,
-        [0, 0],
+        [0] * d,
         groups,
         [need_input, need_weight, need_bias],
     )
     if need_input and not symmetric:
-        grad_in = grad_in[..., top : top + x.shape[-2], left : left + x.shape[-1]]
+        crop = tuple(slice(lo, lo + n) for (lo, _), n in zip(pads, x.shape[-d:], strict=True))
+        grad_in = grad_in[(..., *crop)]
     return (
         grad_in if need_input else None,
         grad_w if need_weight else None,

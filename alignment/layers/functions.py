@@ -5,23 +5,27 @@ Notation (as in arXiv 2405.20594): y = x Wᵀ + b, δ = ∂L/∂y, e_in is the e
 Every rule updates W with the local rule grad_W = δᵀx and the bias with Σδ; the rules differ
 only in the feedback F used for e_in:
 
-* :class:`LinearFeedback`, :class:`Conv2dFeedback`: e_in = δ F (conv: the transposed convolution
-  with kernel F). F is any tensor of W's shape, built from the rule's tensors by ordinary autograd
+* :class:`LinearFeedback`, :class:`ConvFeedback`: e_in = δ F (conv: the transposed convolution
+  with kernel F; one Function for Conv1d, Conv2d and Conv3d). F is any tensor of W's shape,
+  built from the rule's tensors by ordinary autograd
   *outside* the Function. The Function returns grad_F = grad_W, so a learned F = B·R receives
   grad_R = Bᵀ grad_W by the chain rule (PFA), and a learned F = B receives grad_W (Kolen–Pollack).
-  ``feedback=None`` sends no error at all (DFA injects its own, see :mod:`alignment.rules.dfa`).
-* :class:`LinearTwoStage`, :class:`Conv2dTwoStage`: PFA's explicit feedback neurons: a = δB,
+  ``feedback=None`` sends no error at all (DFA injects its own, see :mod:`alignment.layers.direct`).
+* :class:`LinearTwoStage`, :class:`ConvTwoStage`: PFA's explicit feedback neurons: a = δB,
   e_in = a R, grad_R = aᵀx. Same mathematics as the product path, other contraction order.
-* :class:`LinearDirect`, :class:`Conv2dDirect`: DFA. Besides y the forward returns a zero
-  *carrier* (batch × C) that the network output consumes (:mod:`alignment.rules.dfa`), so its
-  gradient is e_out; the backward sends e_in = e_out D (conv: D applied to e_out tiled over the
-  output grid), each layer at its own turn, so no more than one injected error is alive at once.
+* :class:`LinearDirect`, :class:`ConvDirect`: DFA. Besides y the forward returns a zero
+  *carrier* that the network output consumes (:mod:`alignment.layers.direct`), so its gradient
+  is the output error routed to the layer; the backward sends e_in = e_out D (linear: per leading
+  position; conv: D applied to e_out tiled over the output grid), each layer at its own turn, so
+  no more than one injected error is alive at once.
+
+The ``Conv2d*`` names are aliases of the ``Conv*`` Functions.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -89,8 +93,8 @@ class LinearTwoStage(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, grad_r
 
 
-class Conv2dFeedback(torch.autograd.Function):
-    """y = conv2d(x, W, b); e_in = conv2d_input(F, δ), grad_W = conv2d_weight(x, δ) = grad_F."""
+class ConvFeedback(torch.autograd.Function):
+    """y = convNd(x, W, b); e_in = convNd_input(F, δ), grad_W = convNd_weight(x, δ) = grad_F."""
 
     generate_vmap_rule = True
 
@@ -127,10 +131,10 @@ class Conv2dFeedback(torch.autograd.Function):
         return grad_x, grad_w if need_w else None, grad_b, grad_w if need_f else None, None
 
 
-class Conv2dTwoStage(torch.autograd.Function):
+class ConvTwoStage(torch.autograd.Function):
     """PFA conv with explicit feedback neurons.
 
-    a[n,m,h,w] = Σ_o B[o,m] δ[n,o,h,w]; e_in = conv2d_input(R, a); grad_R = conv2d_weight(x, a).
+    a[n,m,…] = Σ_o B[o,m] δ[n,o,…]; e_in = convNd_input(R, a); grad_R = convNd_weight(x, a).
     """
 
     generate_vmap_rule = True
@@ -167,71 +171,95 @@ class Conv2dTwoStage(torch.autograd.Function):
         )
         grad_x = grad_r = None
         if need_x or need_r:
-            activity = torch.einsum("nohw,om->nmhw", grad_out, B)
+            activity = torch.einsum("no...,om->nm...", grad_out, B)
             grad_x, grad_r, _ = conv_backward(
                 activity, x, R, ctx.geometry, need_input=need_x, need_weight=need_r, need_bias=False
             )
         return grad_x, grad_w, grad_b, None, grad_r, None
 
 
-def _carrier(x: Tensor, D: Tensor, batch_dims: int) -> Tensor:
-    return x.new_zeros(*x.shape[:batch_dims], D.shape[0])
+class CarrierLayout(NamedTuple):
+    """How a linear layer's leading dims map onto the model's own layout (batch first): view them
+    as ``shape``, then permute by ``perm``. Attention passes this for its projections, whose
+    inputs torch lays out as (T, B, E) or (T·B, E)."""
+
+    shape: tuple[int, ...]
+    perm: tuple[int, ...]
 
 
-def inject_linear(e_out: Tensor, x: Tensor, D: Tensor) -> Tensor:
-    """e_in = e_out D, broadcast over any middle dims of x."""
-    e_in = e_out @ D
-    return e_in.reshape(e_in.shape[:-1] + (1,) * (x.dim() - e_in.dim()) + e_in.shape[-1:]).expand(
-        x.shape
-    )
+def _carrier_shape(x: Tensor, D: Tensor, layout: CarrierLayout | None) -> tuple[int, ...]:
+    if layout is None:
+        return (*x.shape[:-1], D.shape[0])
+    return (*(layout.shape[i] for i in layout.perm), D.shape[0])
 
 
-def inject_conv(e_out: Tensor, x: Tensor, D: Tensor, out_hw: tuple, geometry: ConvGeometry):
-    """e_in = conv2d_input(D, e_out tiled over the output grid), with a dense D (groups=1)."""
-    tiled = e_out[..., None, None].expand(*e_out.shape, *out_hw).contiguous()
+def inject_linear(e_out: Tensor, x: Tensor, D: Tensor, layout: CarrierLayout | None) -> Tensor:
+    """e_in = e_out D at every leading position of x (e_out in the carrier's layout)."""
+    if layout is not None:
+        inverse = sorted(range(len(layout.perm)), key=layout.perm.__getitem__)
+        e_out = e_out.permute(*inverse, len(inverse)).reshape(*x.shape[:-1], D.shape[0])
+    return e_out @ D
+
+
+def inject_conv(e_out: Tensor, x: Tensor, D: Tensor, out_size: tuple, geometry: ConvGeometry):
+    """e_in = convNd_input(D, e_out tiled over the output grid), with a dense D (groups=1)."""
+    tiled = e_out.reshape(*e_out.shape, *(1,) * len(out_size)).expand(*e_out.shape, *out_size)
     e_in, _, _ = conv_backward(
-        tiled, x, D, geometry, need_input=True, need_weight=False, need_bias=False, groups=1
+        tiled.contiguous(),
+        x,
+        D,
+        geometry,
+        need_input=True,
+        need_weight=False,
+        need_bias=False,
+        groups=1,
     )
     return e_in
 
 
 class LinearDirect(torch.autograd.Function):
-    """DFA: y = F.linear(x, W, b) and a carrier; e_in = e_out D, grad_W = δᵀx, grad_b = Σδ."""
+    """DFA: y = F.linear(x, W, b) and a carrier (x's leading dims × C, in ``layout`` if given);
+    e_in = e_out D per leading position, grad_W = δᵀx, grad_b = Σδ."""
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x: Tensor, weight: Tensor, bias: Tensor | None, D: Tensor):
-        return F.linear(x, weight, bias), _carrier(x, D, min(x.dim() - 1, 1))
+    def forward(
+        x: Tensor, weight: Tensor, bias: Tensor | None, D: Tensor, layout: CarrierLayout | None
+    ):
+        return F.linear(x, weight, bias), x.new_zeros(_carrier_shape(x, D, layout))
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
-        x, _, _, D = inputs
+        x, _, _, D, layout = inputs
+        ctx.layout = layout
         ctx.save_for_backward(x, D)
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor, e_out: Tensor) -> tuple[Tensor | None, ...]:
         x, D = ctx.saved_tensors
-        need_x, need_w, need_b, _ = ctx.needs_input_grad
-        grad_x = inject_linear(e_out, x, D) if need_x else None
+        need_x, need_w, need_b, _, _ = ctx.needs_input_grad
+        grad_x = inject_linear(e_out, x, D, ctx.layout) if need_x else None
         grad_w = _as_matrix(grad_out).mT @ _as_matrix(x) if need_w else None
         grad_b = _as_matrix(grad_out).sum(0) if need_b else None
-        return grad_x, grad_w, grad_b, None
+        return grad_x, grad_w, grad_b, None, None
 
 
-class Conv2dDirect(torch.autograd.Function):
-    """DFA conv: y = conv2d(x, W, b) and a carrier; e_in = conv2d_input(D, tile(e_out))."""
+class ConvDirect(torch.autograd.Function):
+    """DFA conv: y = convNd(x, W, b) and a carrier (batch × C);
+    e_in = convNd_input(D, tile(e_out))."""
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(x: Tensor, weight: Tensor, bias: Tensor | None, D: Tensor, geometry: ConvGeometry):
-        return geometry.forward(x, weight, bias), _carrier(x, D, 1)
+        batch = x.shape[: x.dim() - geometry.dims - 1]
+        return geometry.forward(x, weight, bias), x.new_zeros(*batch, D.shape[0])
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
         x, weight, _, D, geometry = inputs
-        ctx.geometry, ctx.out_hw = geometry, tuple(output[0].shape[-2:])
+        ctx.geometry, ctx.out_hw = geometry, tuple(output[0].shape[-geometry.dims :])
         ctx.save_for_backward(x, weight, D)
 
     @staticmethod
@@ -259,5 +287,8 @@ def _cache_signatures(*functions: type[torch.autograd.Function]) -> None:
 
 
 _cache_signatures(
-    LinearFeedback, LinearTwoStage, LinearDirect, Conv2dFeedback, Conv2dTwoStage, Conv2dDirect
+    LinearFeedback, LinearTwoStage, LinearDirect, ConvFeedback, ConvTwoStage, ConvDirect
 )
+
+Conv2dFeedback, Conv2dTwoStage, Conv2dDirect = ConvFeedback, ConvTwoStage, ConvDirect
+"""The names from before Conv1d and Conv3d: the same Functions."""

@@ -1,4 +1,4 @@
-"""Model zoo: MNIST MLP, LeNet-5, CIFAR ResNets (option A) and ImageNet ResNet-18."""
+"""Model zoo: MNIST MLP, LeNet-5, a small ViT, CIFAR ResNets (option A) and ImageNet ResNet-18."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from alignment.models.init import init_weights
 from alignment.models.lenet import lenet
 from alignment.models.mlp import mlp
 from alignment.models.resnet import resnet18
+from alignment.models.vit import vit
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": mlp,
@@ -19,6 +20,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet32": resnet32,
     "resnet56": resnet56,
     "resnet18": resnet18,
+    "vit": vit,
 }
 
 __all__ = [
@@ -31,4 +33,5 @@ __all__ = [
     "resnet20",
     "resnet32",
     "resnet56",
+    "vit",
 ]

@@ -220,6 +220,15 @@ class Network:
         return logits
 
 
+@contextlib.contextmanager
+def quiet_vmap_fallback():
+    """Silence torch's note that an op (e.g. attention's fused backward) has no vmap batching rule
+    and runs sample by sample: the Jacobians are still exact, only slower."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="There is a performance drop because we have")
+        yield
+
+
 def _trace(
     model: nn.Module, x: Tensor
 ) -> tuple[dict[str, FeedbackLayer], dict[str, tuple], dict[str, tuple], int]:
@@ -421,7 +430,8 @@ class StepContext:
             return net.run(which, self.x_probe, outputs=eps, tensors=tensors).sum(0)
 
         with fork_rng(net.device), torch.enable_grad(), eval_mode(net.model, net.bp):
-            jac = jacrev(logits_sum)(self._zeros_out(self.x_probe.shape[0]))
+            with quiet_vmap_fallback():
+                jac = jacrev(logits_sum)(self._zeros_out(self.x_probe.shape[0]))
         return {name: j.detach().transpose(0, 1) for name, j in jac.items()}
 
     @cached_property
@@ -443,7 +453,8 @@ class StepContext:
             return net.run(which, x, inputs=eps, tensors=tensors).sum(0)
 
         with fork_rng(net.device), torch.enable_grad(), eval_mode(net.model, net.bp):
-            jac = jacrev(logits_sum)(zeros)
+            with quiet_vmap_fallback():
+                jac = jacrev(logits_sum)(zeros)
         return {name: j.detach()[:, 0] for name, j in jac.items()}
 
     @cached_property

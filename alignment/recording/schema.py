@@ -19,6 +19,14 @@ dims: ``<layer>__out``, ``<layer>__in``, ``<layer>__kh``, ``<layer>__kw`` for we
 ``sample``, ``logit`` and ``<layer>__out`` (conv: plus ``<layer>__height``, ``<layer>__width``) for
 Jacobians; each raw variable carries a ``layer`` attribute.
 
+Layers with sequence positions (attention projections and the MLP of a transformer see (batch,
+tokens, features)): the per-sample quantities pool the positions, they are not per position. δ of
+sample n is its whole (tokens × features) output error, flattened, so ``delta_alignment`` is one
+angle per sample over all its positions; the Jacobians are C × (tokens·features) per sample, so
+``jacobian_alignment`` and the singular values are per sample as well, and the raw Jacobians keep
+the positions as ``<layer>__pos0`` (before ``<layer>__out``). W-shaped quantities (``grad_*``,
+``feedback_*``) sum over positions, as grad_W = Σ_positions δᵀx does.
+
 Datasets that combine runs (:func:`alignment.open_runs`) list the dims they added in front of every
 variable's dims in the JSON attr ``run_dims`` (e.g. ``["rule", "seed"]``).
 
@@ -138,14 +146,15 @@ VARIABLES: dict[str, Variable] = {
         "error-signal alignment",
         DEG,
         "Per probe sample: angle between the error δ the rule delivers to the layer output and "
-        "the one BP would deliver.",
+        "the one BP would deliver (over all the sample's positions at once).",
     ),
     "jacobian_alignment": Variable(
         ("step", "layer", "sample"),
         "Jacobian alignment",
         DEG,
         "Per probe sample: angle between the true Jacobian of the logits w.r.t. the layer output "
-        "and the feedback Jacobian (the map the rule uses to send output errors to that layer).",
+        "and the feedback Jacobian (the map the rule uses to send output errors to that layer), "
+        "over all the sample's positions at once.",
     ),
     "jacobian_sv_true": Variable(
         ("step", "layer", "sv"),

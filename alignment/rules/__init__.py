@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from alignment.layers.feedback import set_rule_factory
 from alignment.rules.base import Feedback, Rule, TwoStage
 from alignment.rules.bp import BP
 from alignment.rules.dfa import DFA
@@ -39,6 +40,9 @@ def make_rule(rule: str | Rule, **options: object) -> Rule:
             f"rule {rule!r} has no option {', '.join(unknown)}; valid options: {valid}"
         )
     return cls(**options)
+
+
+set_rule_factory(make_rule)
 
 
 __all__ = ["BP", "BRSF", "DFA", "FA", "FRSF", "KP", "PFA", "PFAO", "RULES", "USF"]

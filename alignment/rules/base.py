@@ -9,40 +9,20 @@ line in :data:`alignment.rules.RULES`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import Tensor, nn
+
+from alignment.layers.feedback import Direct, Feedback, TwoStage
 
 if TYPE_CHECKING:
     from alignment.layers.base import FeedbackLayer
 
 INITS = ("xavier", "kaiming")
 
-
-class TwoStage(NamedTuple):
-    """Feedback through explicit feedback neurons: e_in = (δB)R (PFA's two-stage path)."""
-
-    B: Tensor
-    R: Tensor
-
-
-class Direct(NamedTuple):
-    """Feedback straight from the network output: e_in = e_out D (DFA).
-
-    The layer's Function returns, besides y, a *carrier* of shape (batch, C) whose gradient is
-    e_out; ``sink`` hands the carrier to whoever connects it to the network output.
-    """
-
-    D: Tensor
-    sink: Callable[[Tensor], None]
-
-
-Feedback = Tensor | TwoStage | Direct | None
-"""What a backward uses: a tensor F of W's shape (e_in = δF), a :class:`TwoStage` pair, a
-:class:`Direct` projection of the output error, or None (the layer sends no error to its input)."""
+__all__ = ["Direct", "Feedback", "Rule", "TwoStage"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +67,10 @@ class Rule:
 
     def prepare_model(self, model: nn.Module, layers: list[FeedbackLayer]) -> None:
         """Called once by :func:`alignment.convert` on the converted root module."""
+
+    def release(self, model: nn.Module) -> None:
+        """Undo :meth:`prepare_model` on ``model`` (called by :func:`alignment.convert` before
+        a model converted under this rule converts again, e.g. to another rule)."""
 
     @classmethod
     def option_names(cls) -> tuple[str, ...]:

@@ -6,26 +6,18 @@ layer's stride/padding/dilation and a dense D, groups=1). Each layer still updat
 δ, which arrives by ordinary autograd (through the nonlinearity, BatchNorm and residual additions)
 from the error injected at the next layer's input.
 
-How e_out reaches the layers: inside the converted model's forward, every DFA layer returns, next
-to y, a zero *carrier* (batch × C) that this module collects. When the model's forward ends, its
-output passes through one identity autograd Function, :class:`DirectFeedbackTap`, that also takes
-the carriers; its backward hands e_out to each of them, so every layer's own backward
-(:class:`alignment.layers.functions.LinearDirect`, ``Conv2dDirect``) computes e_out·D when its
-turn comes. Everything stays inside autograd: no module backward hooks and no state between
-forward and backward, so two forwards before one backward each use their own error, and
-torch.func transforms work.
+How e_out reaches the layers (carriers and one tap on the model output, all inside autograd),
+and how outputs shaped (batch, …, C) are handled: :mod:`alignment.layers.direct`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from alignment.layers.functions import _cache_signatures
+from alignment.layers.direct import attach_context, detach_contexts
 from alignment.rules.base import (
     INITS,
     Direct,
@@ -37,65 +29,6 @@ from alignment.rules.base import (
     masked,
     new_tensor,
 )
-
-
-class DirectFeedbackTap(torch.autograd.Function):
-    """Identity on the logits; its backward gives e_out to every DFA layer's carrier."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(logits: Tensor, *carriers: Tensor) -> Tensor:
-        return logits.clone()
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
-        pass
-
-    @staticmethod
-    def backward(ctx: Any, e_out: Tensor) -> tuple[Tensor, ...]:
-        return (e_out,) * len(ctx.needs_input_grad)
-
-
-_cache_signatures(DirectFeedbackTap)
-
-
-class DirectFeedbackContext:
-    """Collects the carriers of one forward of a DFA model and connects them to its output."""
-
-    def __init__(self) -> None:
-        self.pending: list[tuple[str, Tensor]] | None = None
-
-    def begin(self, module: nn.Module, args: tuple) -> None:
-        self.pending = []
-
-    def sink(self, layer: nn.Module):
-        if self.pending is None:
-            raise RuntimeError(
-                f"DFA layer {type(layer).__name__} ran outside the forward of the model returned "
-                "by alignment.convert(model, 'dfa'), so no output error can reach it. Call the "
-                "converted model, or run this under torch.no_grad() for evaluation."
-            )
-        pending = self.pending
-        return lambda carrier: pending.append((type(layer).__name__, carrier))
-
-    def finish(self, module: nn.Module, args: tuple, output: object) -> object:
-        pending, self.pending = self.pending, None
-        if not pending:
-            return output
-        if not isinstance(output, Tensor) or output.dim() != 2:
-            raise TypeError(
-                "DFA needs the converted model to return one tensor of logits (batch × C); got "
-                f"{type(output).__name__}{tuple(getattr(output, 'shape', ()))}"
-            )
-        for name, carrier in pending:
-            if carrier.shape[-1] != output.shape[-1]:
-                raise ValueError(
-                    f"DFA feedback D of a {name} layer has {carrier.shape[-1]} rows but the model "
-                    f"outputs {output.shape[-1]} units; pass out_features={output.shape[-1]} to "
-                    "alignment.convert"
-                )
-        return DirectFeedbackTap.apply(output, *(carrier for _, carrier in pending))
 
 
 @dataclass(frozen=True)
@@ -155,8 +88,9 @@ class DFA(Rule):
         return masked(layer, "D").detach()
 
     def prepare_model(self, model: nn.Module, layers: list) -> None:
-        context = DirectFeedbackContext()
-        for layer in layers:
-            layer.dfa_context = context
-        model.register_forward_pre_hook(context.begin)
-        model.register_forward_hook(context.finish)
+        """Route the output error of ``model`` to ``layers`` (a tap on the model's output)."""
+        attach_context(model, layers)
+
+    def release(self, model: nn.Module) -> None:
+        """Remove the output tap, so that the model can convert again to another rule."""
+        detach_contexts(model)

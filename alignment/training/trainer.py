@@ -91,6 +91,13 @@ def build_model(config: Config, num_classes: int, input_shape: tuple[int, ...]) 
             num_classes=num_classes,
             init=config.model.init,
         )
+    elif name == "vit":
+        model = MODELS[name](
+            in_channels=input_shape[0],
+            image_size=input_shape[-1],
+            num_classes=num_classes,
+            init=config.model.init,
+        )
     elif name == "lenet":
         model = MODELS[name](
             in_channels=input_shape[0],

@@ -5,9 +5,12 @@
 * ``feedback__<l>``: ``feedback_matrix()`` (PFA: B·R; DFA: D, C × input);
 * ``jacobian_true__<l>`` / ``jacobian_fb__<l>``: per probe sample, logits w.r.t. the layer output.
 
-Weight-shaped dims are ``<l>__out``, ``<l>__in`` (conv: plus ``<l>__kh``, ``<l>__kw``); output dims
-``<l>__out`` (conv: ``<l>__out``, ``<l>__height``, ``<l>__width``; extra middle dims of a linear
-layer's output ``<l>__pos0``, …). Stored in the model's dtype.
+Weight-shaped dims are ``<l>__out``, ``<l>__in``, then the kernel dims (Conv1d: ``<l>__kl``;
+Conv2d: ``<l>__kh``, ``<l>__kw``; Conv3d: ``<l>__kd``, ``<l>__kh``, ``<l>__kw``); output dims
+``<l>__out`` then the grid (Conv1d: ``<l>__length``; Conv2d: ``<l>__height``, ``<l>__width``;
+Conv3d: ``<l>__depth``, ``<l>__height``, ``<l>__width``); extra middle dims of a linear layer's
+output (sequence positions, e.g. tokens) come first as ``<l>__pos0``, …. Stored in the model's
+dtype.
 """
 
 from __future__ import annotations
@@ -26,13 +29,17 @@ QUANTITIES = tuple(RAW_QUANTITIES)
 JACOBIANS = ("jacobian_true", "jacobian_fb")
 
 
+KERNEL_DIMS = {0: (), 1: ("kl",), 2: ("kh", "kw"), 3: ("kd", "kh", "kw")}
+GRID_DIMS = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
+
+
 def weight_dims(layer: str, ndim: int) -> tuple[str, ...]:
-    return tuple(f"{layer}__{d}" for d in ("out", "in", "kh", "kw")[:ndim])
+    return tuple(f"{layer}__{d}" for d in ("out", "in", *KERNEL_DIMS[ndim - 2]))
 
 
 def output_dims(layer: str, module: nn.Module, ndim: int) -> tuple[str, ...]:
-    if isinstance(module, nn.Conv2d):
-        return (f"{layer}__out", f"{layer}__height", f"{layer}__width")
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return tuple(f"{layer}__{d}" for d in ("out", *GRID_DIMS[ndim - 1]))
     return (*(f"{layer}__pos{i}" for i in range(ndim - 1)), f"{layer}__out")
 
 
