@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from alignment.layers.autocast import autocast_operands
+
 
 @dataclass(frozen=True)
 class ConvGeometry:
@@ -64,6 +66,7 @@ def conv_backward(
     symmetric = top == bottom and left == right
     x_in = x if symmetric else F.pad(x, (left, right, top, bottom))
     padding = [top, left] if symmetric else [0, 0]
+    grad_out, x_in, weight = autocast_operands(grad_out, x_in, weight)
     grad_in, grad_w, grad_b = torch.ops.aten.convolution_backward(
         grad_out,
         x_in,
