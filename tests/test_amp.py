@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import alignment
+from alignment.cli import main
+from alignment.config import config_from_dict, load_config
 from alignment.rules import RULES
+from alignment.training import train, trainer
+from tests.test_run_safety import CONFIG, STOP, KilledError, assert_same_record, stop_after
 
 VARIANTS = [(name, {}) for name in RULES] + [
     ("pfa", {"path": "two_stage"}),
@@ -183,3 +189,44 @@ def test_recorder_measures_in_full_precision_under_autocast(rule: str, tmp_path)
         fp32, bf16 = records[0][variable], records[1][variable]
         assert bf16.dtype == "float64" and bool(bf16.notnull().any())
         assert fp32.equals(bf16), variable
+
+
+# ----------------------------------------------------------------------------- the trainer
+def test_train_with_bf16_autocast_records_finite_quantities(tmp_path) -> None:
+    out, config_file = tmp_path / "out", tmp_path / "tiny.yaml"
+    config_file.write_text(yaml.safe_dump({**CONFIG, "rule": {"name": "pfa", "k": 2}}))
+    args = ["train", str(config_file), "--out", str(out), "--quiet", "--set", "amp=bf16"]
+    assert main([*args, "--set", "epochs=1", "--set", "record.every=1"]) == 0
+    ds = alignment.open_run(out / "seed0")
+    assert ds.attrs and yaml.safe_load((out / "seed0" / "config.yaml").read_text())["amp"] == "bf16"
+    for variable in ("loss", "grad_alignment", "feedback_alignment"):
+        values = ds[variable].values
+        assert np.isfinite(values[~np.isnan(values)]).all() and np.isfinite(values).any(), variable
+
+
+def test_amp_values_are_checked(tmp_path, capsys) -> None:
+    assert load_config("demo/pfa", ["amp=off"]).amp == "off"  # YAML reads a bare off as false
+    assert main(["train", "demo/pfa", "--out", str(tmp_path), "--set", "amp=fp8"]) == 2
+    assert "amp='fp8' is invalid; valid values: off, bf16, fp16" in capsys.readouterr().err
+
+
+def test_an_fp16_run_resumes_with_its_grad_scaler(tmp_path, monkeypatch) -> None:
+    """The GradScaler's state is in the checkpoint: an fp16 run interrupted and resumed gives the
+    uninterrupted record. The scaler here doubles its scale after every good step and overflows
+    every few steps, so a resume that restarted it would skip other steps."""
+    real = torch.amp.GradScaler
+    monkeypatch.setattr(
+        torch.amp, "GradScaler", lambda device: real(device, init_scale=2.0**14, growth_interval=1)
+    )
+    config = config_from_dict({**CONFIG, "amp": "fp16"})
+    train(config, tmp_path / "reference", quiet=True)
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer, "save_checkpoint", stop_after(STOP))
+        with pytest.raises(KilledError):
+            train(config, tmp_path / "interrupted", quiet=True)
+    state = torch.load(tmp_path / "interrupted/seed0/checkpoint.pt", weights_only=True)
+    assert state["grad_scaler"]["scale"] != 2.0**14
+    train(config, tmp_path / "interrupted", quiet=True)
+    assert_same_record(tmp_path / "interrupted/seed0", tmp_path / "reference/seed0")
+    losses = alignment.open_run(tmp_path / "reference/seed0")["loss"].values
+    assert np.isfinite(losses[~np.isnan(losses)]).all()

@@ -25,6 +25,7 @@ NON_IDENTITY = (
     "data.num_workers",
     "data.verify_checksums",
     "record.flush_every",
+    "compile",
 )
 CONFIG_FILE = "config.yaml"
 
