@@ -174,7 +174,7 @@ def test_recorder_measures_in_full_precision_under_autocast(rule: str, tmp_path)
             tmp_path / name,
             optimizer=opt,
             probe=(x[:4], y[:4]),
-            quantities=["grad_alignment", "feedback_alignment", "jacobian_alignment"],
+            quantities=["grad_alignment", "feedback_alignment"],
             min_records=0,
         )
         with rec:
@@ -185,7 +185,7 @@ def test_recorder_measures_in_full_precision_under_autocast(rule: str, tmp_path)
             loss.backward()
             opt.step()
         records.append(alignment.open_run(tmp_path / name).isel(step=0).load())
-    for variable in ("grad_alignment", "feedback_alignment", "jacobian_alignment"):
+    for variable in ("grad_alignment", "feedback_alignment"):  # DFA's: from Jacobians
         fp32, bf16 = records[0][variable], records[1][variable]
         assert bf16.dtype == "float64" and bool(bf16.notnull().any())
         assert fp32.equals(bf16), variable
