@@ -127,6 +127,10 @@ class Config:
     max_steps_per_epoch: int | None = None
     progress_every: float = 30.0
     """Seconds between progress lines when the output is not a terminal (Slurm, CI, a log)."""
+    amp: str | bool = "off"
+    """Mixed precision of the training step: ``off``, ``bf16`` or ``fp16`` (with a GradScaler)."""
+    compile: bool | str = False
+    """``true``: torch.compile the training forward and backward (inductor); or a backend name."""
 
     @property
     def rule_name(self) -> str:
@@ -295,6 +299,29 @@ def _check_ranges(config: Config, source: str) -> None:
         )
 
 
+AMP = ("off", "bf16", "fp16")
+
+
+def _check_precision(config: Config, source: str) -> None:
+    """``amp`` (YAML reads a bare ``off`` as false) and ``compile`` (a bool or a backend)."""
+    if config.amp is False:
+        config.amp = "off"
+    if config.amp not in AMP:
+        raise ConfigError(
+            f"{source}: amp={config.amp!r} is invalid; valid values: {', '.join(AMP)} "
+            "(bf16 on CPU, fp16 or bf16 on CUDA)"
+        )
+    if isinstance(config.compile, str):
+        from torch._dynamo import list_backends
+
+        backends = list_backends(exclude_tags=())
+        if config.compile not in backends:
+            raise ConfigError(
+                f"{source}: compile={config.compile!r} is invalid; valid values: true, false or "
+                f"a torch.compile backend: {', '.join(backends)}"
+            )
+
+
 def _check_values(config: Config, source: str) -> None:
     bad = _non_finite(config.to_dict())
     if bad:
@@ -320,6 +347,7 @@ def _check_values(config: Config, source: str) -> None:
     except (ValueError, TypeError) as error:
         raise ConfigError(f"{source}: rule: {error}") from None
     _check_ranges(config, source)
+    _check_precision(config, source)
     if not config.seeds:
         raise ConfigError(f"{source}: seeds must list at least one seed")
 

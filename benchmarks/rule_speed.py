@@ -22,6 +22,16 @@ that / plain's.
     python benchmarks/rule_speed.py                    # full run, about 5 minutes on 2 cores
     python benchmarks/rule_speed.py --quick            # smoke run
     python benchmarks/rule_speed.py --nets mlp --rules bp,pfa --rounds 200 --json out.json
+    python benchmarks/rule_speed.py --compile          # also every candidate under torch.compile
+
+Compiled mode (``--compile``, backend ``--backend``, default inductor): every candidate also runs
+as ``torch.compile(model)`` (candidate ``<rule>+compiled``, compiled in its worker before the
+timing starts); its ``time×`` is against compiled plain, ``vs eager`` against its own eager time.
+
+Arithmetic floor (MLP): ``floor×`` is the multiply-add count of the rule's forward + backward
+(the cheaper contraction order where there is a choice) over plain BP's, e.g. FA, sign symmetry
+and KP 1, DFA below 1 (e_out·D is C × N_in instead of N_out × N_in), PFA above 1 (B·R or
+the k·N_out feedback neurons); ``time×/floor×`` reads against the target 1.10.
 """
 
 from __future__ import annotations
@@ -50,6 +60,7 @@ from torch import Tensor, nn
 import alignment
 
 PLAIN = "plain"
+COMPILED = "+compiled"
 TIME_TARGET = 1.10
 MEMORY_TARGET = 1.15
 MMAP_THRESHOLD = 64 * 1024
@@ -95,6 +106,10 @@ class Result:
     peak_mib: float = float("nan")
     memory_ratio: float = float("nan")
     memory_error: str | None = None
+    eager_ratio: float = float("nan")
+    """Compiled candidates: median / the same rule's eager median."""
+    floor_ratio: float = float("nan")
+    """MLP: the rule's forward + backward multiply-adds / plain BP's."""
 
     def summarise(self) -> None:
         samples = sorted(self.samples_ms)
@@ -122,17 +137,54 @@ def make_data(spec: NetSpec, seed: int = 0) -> tuple[Tensor, Tensor]:
     return x, y
 
 
-def build(spec: NetSpec, rule: str, seed: int = 0) -> tuple[nn.Module, torch.optim.Optimizer]:
-    """The network (plain, or converted to ``rule``) and its SGD optimizer over all parameters."""
+def build(
+    spec: NetSpec, candidate: str, seed: int = 0, backend: str = "inductor"
+) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """The network (plain, or converted to the rule) and its SGD optimizer over all parameters;
+    a candidate ``<rule>+compiled`` is wrapped in ``torch.compile``."""
     torch.manual_seed(seed)
     model = spec.build()
+    rule = candidate.removesuffix(COMPILED)
     if rule != PLAIN:
         model = alignment.convert(model, rule, **RULE_OPTIONS.get(rule, {}))
     model.train()
     optimizer = torch.optim.SGD(  # fused: what alignment's trainer uses
         model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4, fused=True
     )
+    if candidate.endswith(COMPILED):
+        model = torch.compile(model, backend=backend)
     return model, optimizer
+
+
+def linear_macs(rule: str, rows: int, n_in: int, n_out: int, classes: int, first: bool) -> int:
+    """Multiply-adds of one Linear layer's forward + backward under ``rule`` (``first``: its
+    input needs no error), in the cheaper contraction order where the rule leaves a choice."""
+    base = 2 * rows * n_in * n_out  # y = xWᵀ and grad_W = δᵀx
+    e_in = 0 if first else rows * n_in * n_out  # δ·F for every rule with a W-shaped feedback
+    if rule == "dfa":
+        e_in = 0 if first else rows * classes * n_in  # e_out·D
+    elif rule in ("pfa", "pfa_o"):
+        n_mid = int(RULE_OPTIONS.get(rule, {}).get("k", 1)) * n_out
+        product = 2 * n_out * n_mid * n_in + e_in  # B·R, Bᵀ·grad_W, δ·(B·R)
+        two_stage = rows * n_mid * (n_out + n_in) + (0 if first else rows * n_mid * n_in)
+        e_in = min(product, two_stage)  # a = δB, grad_R = aᵀx, e_in = a·R
+    return base + e_in
+
+
+def floor_ratio(name: str, candidate: str) -> float:
+    """The rule's multiply-adds of forward + backward over plain BP's (MLP only, else NaN)."""
+    if name != "mlp":
+        return float("nan")
+    spec, rule = NETS[name], candidate.removesuffix(COMPILED)
+    linears = [m for m in spec.build().modules() if isinstance(m, nn.Linear)]
+
+    def macs(r: str) -> int:
+        return sum(
+            linear_macs(r, spec.batch, m.in_features, m.out_features, spec.num_classes, i == 0)
+            for i, m in enumerate(linears)
+        )
+
+    return macs(rule) / macs("bp")
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor) -> None:
@@ -145,12 +197,14 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y:
 class _Candidate:
     """One candidate's model, optimizer and data, stepped on request (in this process)."""
 
-    def __init__(self, name: str, rule: str, threads: int) -> None:
+    def __init__(self, name: str, rule: str, threads: int, backend: str = "inductor") -> None:
         torch.set_num_threads(threads)
         spec = NETS[name]
         self.x, self.y = make_data(spec)
-        self.model, self.optimizer = build(spec, rule)
+        self.model, self.optimizer = build(spec, rule, backend=backend)
         self.parameters = sum(p.numel() for p in self.model.parameters())
+        if rule.endswith(COMPILED):  # compile now, before any timing
+            train_step(self.model, self.optimizer, self.x, self.y)
 
     def step(self) -> tuple[float, float]:
         """(wall ms, CPU ms) of one training step."""
@@ -159,9 +213,9 @@ class _Candidate:
         return (time.perf_counter() - start) * 1e3, (time.process_time() - cpu_start) * 1e3
 
 
-def _worker(connection, name: str, rule: str, threads: int) -> None:
+def _worker(connection, name: str, rule: str, threads: int, backend: str) -> None:
     """A candidate in its own process: one step per "step" message, until "stop"."""
-    candidate = _Candidate(name, rule, threads)
+    candidate = _Candidate(name, rule, threads, backend)
     connection.send(candidate.parameters)
     gc.collect()
     gc.disable()
@@ -172,12 +226,18 @@ def _worker(connection, name: str, rule: str, threads: int) -> None:
 class _Remote:
     """A candidate in a subprocess (see :func:`_worker`); only one runs at a time."""
 
-    def __init__(self, name: str, rule: str, threads: int) -> None:
+    def __init__(self, name: str, rule: str, threads: int, backend: str = "inductor") -> None:
         context = multiprocessing.get_context("spawn")
         self.connection, child = context.Pipe()
-        self.process = context.Process(target=_worker, args=(child, name, rule, threads))
+        args = (child, name, rule, threads, backend)
+        self.process = context.Process(target=_worker, args=args)
         self.process.start()
-        self.parameters = self.connection.recv()
+
+    @property
+    def parameters(self) -> int:
+        if not hasattr(self, "_parameters"):
+            self._parameters = self.connection.recv()
+        return self._parameters
 
     def step(self) -> tuple[float, float]:
         self.connection.send("step")
@@ -198,6 +258,7 @@ def time_network(
     threads: int = 2,
     isolation: str = "process",
     blocks: int = 1,
+    backend: str = "inductor",
 ) -> dict[str, Result]:
     """Round-robin step times (ms) of every candidate on one network.
 
@@ -215,10 +276,10 @@ def time_network(
     rng = random.Random(seed)
     per_block = [rounds // blocks + (i < rounds % blocks) for i in range(blocks)]
     for block_rounds in per_block:
-        if isolation == "process":
-            candidates = {rule: _Remote(name, rule, threads) for rule in rules}
+        if isolation == "process":  # started together: compiled candidates compile at once
+            candidates = {rule: _Remote(name, rule, threads, backend) for rule in rules}
         else:
-            candidates = {rule: _Candidate(name, rule, threads) for rule in rules}
+            candidates = {rule: _Candidate(name, rule, threads, backend) for rule in rules}
         parameters = {rule: c.parameters for rule, c in candidates.items()}
         for _ in range(warmup):
             for rule in order:
@@ -257,7 +318,9 @@ def time_network(
 # Memory probe (runs in a fresh subprocess per network and candidate)
 
 
-def memory_probe(name: str, rule: str, steps: int, threads: int) -> dict[str, object]:
+def memory_probe(
+    name: str, rule: str, steps: int, threads: int, backend: str = "inductor"
+) -> dict[str, object]:
     """Peak RSS growth (MiB) from building ``rule``'s model and optimizer and training it."""
     torch.set_num_threads(threads)
     spec = NETS[name]
@@ -267,7 +330,7 @@ def memory_probe(name: str, rule: str, steps: int, threads: int) -> dict[str, ob
     baseline = proc_status_kib("VmRSS") if reset else None
     if baseline is None:  # no /proc: ru_maxrss is a lifetime peak, baseline is the peak so far
         baseline = ru_maxrss_kib()
-    model, optimizer = build(spec, rule)
+    model, optimizer = build(spec, rule, backend=backend)
     for _ in range(steps):
         train_step(model, optimizer, x, y)
     peak = proc_status_kib("VmHWM") if reset else None
@@ -283,7 +346,7 @@ def memory_probe(name: str, rule: str, steps: int, threads: int) -> dict[str, ob
 
 
 def run_memory_probe(
-    name: str, rule: str, steps: int, threads: int, fixed_mmap: bool
+    name: str, rule: str, steps: int, threads: int, fixed_mmap: bool, backend: str = "inductor"
 ) -> tuple[float, str | None]:
     """Run :func:`memory_probe` in a fresh interpreter; (peak MiB, error or None).
 
@@ -292,7 +355,7 @@ def run_memory_probe(
     and repeats agree to < 1 MiB instead of ±15 MiB.
     """
     command = [sys.executable, str(Path(__file__).resolve()), "--memory-probe", name, rule]
-    command += ["--probe-steps", str(steps), "--threads", str(threads)]
+    command += ["--probe-steps", str(steps), "--threads", str(threads), "--backend", backend]
     env = dict(os.environ)
     if fixed_mmap:
         env["MALLOC_MMAP_THRESHOLD_"] = str(MMAP_THRESHOLD)
@@ -320,8 +383,9 @@ def _number(value: float, width: int, digits: int) -> str:
 
 def format_table(results: Sequence[Result]) -> str:
     header = (
-        f"{'network':<9} {'rule':<6} {'median ms':>10} {'IQR ms':>8} {'time×':>7} "
+        f"{'network':<9} {'rule':<15} {'median ms':>10} {'IQR ms':>8} {'time×':>7} "
         f"{'peak MiB':>9} {'mem×':>7}  {'time≤1.10':>9} {'mem≤1.15':>8}  {'CPU ms':>9} {'CPU×':>7}"
+        f"  {'vs eager':>8} {'floor×':>7} {'time×/floor×':>12}"
     )
     lines = [header, "-" * len(header)]
     previous = None
@@ -332,10 +396,11 @@ def format_table(results: Sequence[Result]) -> str:
         meets_time = _yes_no(r.meets_time, r.time_ratio)
         meets_memory = _yes_no(r.meets_memory, r.memory_ratio)
         lines.append(
-            f"{r.net:<9} {r.rule:<6} {r.median_ms:>10.2f} {r.iqr_ms:>8.2f} {r.time_ratio:>7.3f} "
-            f"{_number(r.peak_mib, 9, 1)} {_number(r.memory_ratio, 7, 3)}  "
+            f"{r.net:<9} {r.rule:<15} {r.median_ms:>10.2f} {r.iqr_ms:>8.2f} "
+            f"{r.time_ratio:>7.3f} {_number(r.peak_mib, 9, 1)} {_number(r.memory_ratio, 7, 3)}  "
             f"{meets_time:>9} {meets_memory:>8}  "
-            f"{r.cpu_median_ms:>9.2f} {r.cpu_ratio:>7.3f}"
+            f"{r.cpu_median_ms:>9.2f} {r.cpu_ratio:>7.3f}  {_number(r.eager_ratio, 8, 3)} "
+            f"{_number(r.floor_ratio, 7, 3)} {_number(r.time_ratio / r.floor_ratio, 12, 3)}"
         )
     return "\n".join(lines)
 
@@ -372,6 +437,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="leave glibc's dynamic mmap threshold on in the probes (noisier peaks)",
     )
+    parser.add_argument(
+        "--compile", action="store_true", help="also time every candidate under torch.compile"
+    )
+    parser.add_argument("--backend", default="inductor", help="torch.compile backend (inductor)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 rounds, 1 warmup")
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
     parser.add_argument("--memory-probe", nargs=2, metavar=("NET", "RULE"), help=argparse.SUPPRESS)
@@ -396,7 +465,7 @@ def probe_network(
 ) -> dict[str, tuple[float, str | None]]:
     """Memory probes of every candidate on one network, ``args.probe_jobs`` subprocesses at once."""
     print(f"[{name}] memory probes ({args.probe_steps} steps each)", flush=True)
-    options = (args.probe_steps, args.threads, not args.malloc_default)
+    options = (args.probe_steps, args.threads, not args.malloc_default, args.backend)
 
     def probe(rule: str) -> tuple[float, str | None]:
         return run_memory_probe(name, rule, *options)
@@ -452,10 +521,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.memory_probe:
         name, rule = args.memory_probe
-        print(json.dumps(memory_probe(name, rule, args.probe_steps, args.threads)))
+        print(json.dumps(memory_probe(name, rule, args.probe_steps, args.threads, args.backend)))
         return 0
     torch.set_num_threads(args.threads)
     candidates = [PLAIN, *args.rules]
+    if args.compile:
+        candidates += [c + COMPILED for c in candidates]
     print(
         f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or 'cpu'}, "
         f"{os.cpu_count()} CPUs, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; "
@@ -487,17 +558,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             threads=args.threads,
             isolation=args.isolation,
             blocks=max(1, min(args.blocks, rounds)),
+            backend=args.backend,
         )
         loads[name] = [load_before, _load()]
         print(f"[{name}] 1-min load average before/after timing: {loads[name]}", flush=True)
         if not args.no_memory:
             for rule, (peak, error) in probe_network(name, candidates, args).items():
                 timed[rule].peak_mib, timed[rule].memory_error = peak, error
-        plain = timed[PLAIN]
-        for result in timed.values():
+        for rule, result in timed.items():
+            compiled = rule.endswith(COMPILED)
+            plain = timed[PLAIN + COMPILED if compiled else PLAIN]
             result.time_ratio = result.median_ms / plain.median_ms
             result.cpu_ratio = result.cpu_median_ms / plain.cpu_median_ms
             result.memory_ratio = result.peak_mib / plain.peak_mib
+            if compiled:
+                result.eager_ratio = result.median_ms / timed[rule.removesuffix(COMPILED)].median_ms
+            result.floor_ratio = floor_ratio(name, rule)
             results.append(result)
     print(f"\n{format_table(results)}")
     print(f"\n(total {time.perf_counter() - started:.0f} s)")

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from alignment.layers.autocast import autocast_operands
+
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
@@ -77,6 +79,7 @@ def conv_backward(
     else:
         x_in = F.pad(x, [p for pair in reversed(pads) for p in pair])
         padding = [0] * d
+    grad_out, x_in, weight = autocast_operands(grad_out, x_in, weight)
     grad_in, grad_w, grad_b = torch.ops.aten.convolution_backward(
         grad_out,
         x_in,

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from alignment.layers.autocast import records_autocast, replays_autocast
 from alignment.layers.conv_geometry import ConvGeometry, conv_backward
 
 
@@ -48,11 +49,13 @@ class LinearFeedback(torch.autograd.Function):
         return F.linear(x, weight, bias)
 
     @staticmethod
+    @records_autocast
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
         x, _, _, feedback = inputs
         ctx.save_for_backward(x, feedback)
 
     @staticmethod
+    @replays_autocast
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         x, feedback = ctx.saved_tensors
         need_x, need_w, need_b, need_f = ctx.needs_input_grad
@@ -76,11 +79,13 @@ class LinearTwoStage(torch.autograd.Function):
         return F.linear(x, weight, bias)
 
     @staticmethod
+    @records_autocast
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
         x, _, _, B, R = inputs
         ctx.save_for_backward(x, B, R)
 
     @staticmethod
+    @replays_autocast
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         x, B, R = ctx.saved_tensors
         need_x, need_w, need_b, _, need_r = ctx.needs_input_grad
@@ -109,6 +114,7 @@ class ConvFeedback(torch.autograd.Function):
         return geometry.forward(x, weight, bias)
 
     @staticmethod
+    @records_autocast
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
         x, weight, _, feedback, geometry = inputs
         ctx.geometry = geometry
@@ -116,6 +122,7 @@ class ConvFeedback(torch.autograd.Function):
         ctx.save_for_backward(x, weight if feedback is None else feedback)
 
     @staticmethod
+    @replays_autocast
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         x, kernel = ctx.saved_tensors
         need_x, need_w, need_b, need_f, _ = ctx.needs_input_grad
@@ -151,12 +158,14 @@ class ConvTwoStage(torch.autograd.Function):
         return geometry.forward(x, weight, bias)
 
     @staticmethod
+    @records_autocast
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
         x, weight, _, B, R, geometry = inputs
         ctx.geometry = geometry
         ctx.save_for_backward(x, weight, B, R)
 
     @staticmethod
+    @replays_autocast
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         x, weight, B, R = ctx.saved_tensors
         need_x, need_w, need_b, _, need_r, _ = ctx.needs_input_grad
@@ -230,12 +239,14 @@ class LinearDirect(torch.autograd.Function):
         return F.linear(x, weight, bias), x.new_zeros(_carrier_shape(x, D, layout))
 
     @staticmethod
+    @records_autocast
     def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
         x, _, _, D, layout = inputs
         ctx.layout = layout
         ctx.save_for_backward(x, D)
 
     @staticmethod
+    @replays_autocast
     def backward(ctx: Any, grad_out: Tensor, e_out: Tensor) -> tuple[Tensor | None, ...]:
         x, D = ctx.saved_tensors
         need_x, need_w, need_b, _, _ = ctx.needs_input_grad
@@ -257,12 +268,14 @@ class ConvDirect(torch.autograd.Function):
         return geometry.forward(x, weight, bias), x.new_zeros(*batch, D.shape[0])
 
     @staticmethod
+    @records_autocast
     def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
         x, weight, _, D, geometry = inputs
         ctx.geometry, ctx.out_hw = geometry, tuple(output[0].shape[-geometry.dims :])
         ctx.save_for_backward(x, weight, D)
 
     @staticmethod
+    @replays_autocast
     def backward(ctx: Any, grad_out: Tensor, e_out: Tensor) -> tuple[Tensor | None, ...]:
         x, weight, D = ctx.saved_tensors
         need_x, need_w, need_b, _, _ = ctx.needs_input_grad

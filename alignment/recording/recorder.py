@@ -543,12 +543,14 @@ class Recorder:
         # a rule may replace a feedback buffer in its forward (brSF redraws B): put the tensors
         # back, so that a record leaves the model as it found it (also after the last step)
         saved = [(layer, dict(layer._buffers)) for layer in self.net.layers.values()]
+        # a record measures the rule in full precision, whatever autocast the training step uses
         try:
-            if main:
-                whens = ("main", "jacobian") if jacobian else ("main",)
-                for quantity in (q for when in whens for q in self._quantities[when]):
-                    values.update(self._selected(quantity.compute(ctx)))
-            raw_values = raw.compute(ctx, self.raw_layers) if raw_step else {}
+            with torch.autocast(x.device.type, enabled=False):
+                if main:
+                    whens = ("main", "jacobian") if jacobian else ("main",)
+                    for quantity in (q for when in whens for q in self._quantities[when]):
+                        values.update(self._selected(quantity.compute(ctx)))
+                raw_values = raw.compute(ctx, self.raw_layers) if raw_step else {}
         finally:
             for layer, buffers in saved:
                 layer._buffers.update(buffers)

@@ -27,6 +27,7 @@ NON_IDENTITY = (
     "record.flush_every",
     "record.tensorboard",
     "progress_every",
+    "compile",
 )
 CONFIG_FILE = "config.yaml"
 

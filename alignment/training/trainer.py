@@ -31,6 +31,7 @@ from alignment.models import MODELS
 from alignment.recording import Recorder, schedules
 from alignment.recording.tensorboard import TensorBoardSink
 from alignment.runlock import hold_run
+from alignment.training.amp import Precision, compiled
 from alignment.training.batches import Batches, Evaluation, stack_first
 from alignment.training.checkpoint import (
     CHECKPOINT,
@@ -252,6 +253,7 @@ def _train_locked(
     random.seed(seed)
     model = build_model(config, splits.num_classes, splits.input_shape).to(device)
     optimizer = make_optimizer(config, model)
+    precision = Precision(config.amp, device)
     batches = Batches(
         splits.train,
         d.batch_size,
@@ -281,7 +283,8 @@ def _train_locked(
         _record_schedules(config, per_epoch).values(),
     )
     start, accuracies = _continue(state, run_dir, world, model, optimizer, recorder, config, seed)
-    net = wrap(model, world, device)  # DDP under torchrun, the model itself otherwise
+    precision.load_state_dict(state)
+    net = compiled(wrap(model, world, device), config)  # DDP under torchrun, else the model
 
     def save(next_step: int) -> None:
         if not world.is_main:
@@ -299,6 +302,7 @@ def _train_locked(
                 "accuracies": accuracies,
                 "rule": config.rule_name,
                 "config": run_config(config, seed),
+                **precision.state_dict(),
             },
         )
 
@@ -328,14 +332,15 @@ def _train_locked(
                 recorder.step(x, y, step=step, epoch=epoch, **scalars)
                 if epoch == config.epochs:
                     break
-                loss = F.cross_entropy(net(x), y)
+                with precision.autocast():
+                    loss = F.cross_entropy(net(x), y)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                precision.backward(loss)
                 loss = world.mean(loss.detach())  # the global batch's loss
                 value = loss.item()
                 if not torch.isfinite(loss):  # every rank sees the same mean, so all stop
                     raise DivergenceError(_divergence(model, config, step, epoch, value))
-                optimizer.step()
+                precision.step(optimizer)
                 bar.update(value, accuracies[-1])
                 if (step + 1) % per_epoch == 0 or (
                     config.checkpoint_every and (step + 1) % config.checkpoint_every == 0
