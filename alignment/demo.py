@@ -4,9 +4,9 @@ Each rule trains its config's seeds (0, 1, 2) into ``out/demo/<rule>/seed<N>``, 
 each in its own process at one thread (``--jobs``; the numbers do not depend on it); finished runs
 are skipped, interrupted ones resumed. Printed: each run's time as it finishes, then a table of
 final test accuracy and path alignment (mean ± sd over seeds) with the time per rule, the
-checks of the paper's phenomena on the seed means, accuracy against BP's included, and the
-network dynamics at the end (CKA to BP per layer for FA, PFA and PFA-o; gradient SNR per
-rule). Exits 1 when a check fails.
+checks (no run's training loss beyond 10× its initial value; the paper's phenomena on the seed
+means, accuracy against BP's included), and the network dynamics at the end (CKA to BP per layer
+for FA, PFA and PFA-o; gradient SNR per rule). Exits 1 when a check fails.
 """
 
 from __future__ import annotations
@@ -44,6 +44,11 @@ DEMO_RULES = ("bp", "fa", "dfa", "usf", "pfa", "pfa_o")
 ACCURACY_GAP = 1.5
 """PFA and PFA-o must end within this many points of BP's final test accuracy (seed means)."""
 
+LOSS_BOUND = 10.0
+"""Every run's recorded training loss must stay below this many times its first recorded value:
+a rule whose lr is too large for it (FA and DFA at the demo's 0.05: loss up to 2e5 and 9.5e5
+from 2.61, logits blown up while train accuracy stays ~97 %) fails instead of passing quietly."""
+
 COST = {"pfa": 5, "pfa_o": 1.5}
 """Relative training time of a rule's run (others 1): the order in which runs start."""
 
@@ -79,6 +84,16 @@ def mean_sd(values: np.ndarray, unit: str = "", digits: int = 1) -> str:
     return f"{values.mean(0):.{digits}f} ± {sd:.{digits}f}{unit}"
 
 
+def loss_growth(runs: Runs, rule: str) -> np.ndarray:
+    """Each seed's largest recorded training loss over its first recorded one."""
+    ratios = []
+    for ds in _seeds(runs, rule):
+        loss = np.asarray(ds["loss"].values, dtype=float)
+        loss = loss[np.isfinite(loss)]
+        ratios.append(loss.max() / loss[0] if loss.size else np.nan)
+    return np.array(ratios)
+
+
 def _per_layer(values: np.ndarray) -> str:
     return ", ".join(mean_sd(values[:, i], "°") for i in range(values.shape[1]))
 
@@ -86,10 +101,20 @@ def _per_layer(values: np.ndarray) -> str:
 def phenomena(runs: Runs) -> list[tuple[str, str, bool]]:
     """(claim, measured, holds) for each phenomenon of the paper the demo should show.
 
-    ``runs`` maps a rule to its runs (one Dataset per seed, or a single Dataset). Every check is
-    on the mean over seeds: accuracy against BP's, alignment per layer against the theory.
+    ``runs`` maps a rule to its runs (one Dataset per seed, or a single Dataset). Every check but
+    the first is on the mean over seeds: accuracy against BP's, alignment per layer against the
+    theory; the first, that no run's training loss grows beyond :data:`LOSS_BOUND` × its initial
+    value, is on every seed.
     """
     checks = []
+    growth = {rule: loss_growth(runs, rule).max() for rule in runs}
+    checks.append(
+        (
+            f"training loss stays below {LOSS_BOUND:g}× its initial value (every rule and seed)",
+            "max / initial: " + ", ".join(f"{rule} {g:.3g}" for rule, g in growth.items()),
+            bool(all(g < LOSS_BOUND for g in growth.values())),
+        )
+    )
     if "bp" in runs:
         bp = final_accuracy(runs, "bp")
         checks.append(("BP test accuracy ≥ 90 %", mean_sd(bp, " %"), bool(bp.mean() >= 90.0)))

@@ -1,5 +1,6 @@
-"""``make demo``: its configs (seeds, one training budget for every rule, PFA's burst) and its
-checks of the paper's phenomena, on synthetic seeds, and one tiny end-to-end run of its main()."""
+"""``make demo``: its configs (seeds, one training budget for every rule but FA and DFA's lr, PFA's
+burst) and its checks (a bounded training loss, the paper's phenomena), on synthetic seeds, and
+one tiny end-to-end run of its main()."""
 
 from __future__ import annotations
 
@@ -89,6 +90,26 @@ def test_alignment_is_checked_as_a_seed_mean_per_layer(runs) -> None:
     assert not check(demo.phenomena({**runs, "fa": fa}), "FA first-layer")[1]
 
 
+def with_loss_peak(ds: xr.Dataset, factor: float) -> xr.Dataset:
+    """``ds`` with one recorded training loss midway set to ``factor`` × its first one."""
+    values = ds["loss"].values.copy()
+    values[len(values) // 2] = factor * values[0]
+    return ds.assign(loss=ds["loss"].copy(data=values))
+
+
+def test_a_training_loss_that_explodes_in_any_seed_fails(runs) -> None:
+    measured, holds = check(demo.phenomena(runs), "training loss stays below 10×")
+    assert holds and measured.startswith("max / initial: bp ")
+    # 9× the initial loss in one seed passes; 11× in one seed of one rule fails, on its own.
+    below = [with_loss_peak(runs["dfa"][0], 9.0), *runs["dfa"][1:]]
+    assert check(demo.phenomena({**runs, "dfa": below}), "training loss")[1]
+    above = [*runs["fa"][:2], with_loss_peak(runs["fa"][2], 11.0)]
+    checks = demo.phenomena({**runs, "fa": above})
+    measured, holds = check(checks, "training loss")
+    assert not holds and "fa 11" in measured
+    assert [claim for claim, _, ok in checks if not ok] == [checks[0][0]]
+
+
 def test_a_single_dataset_per_rule_is_one_seed(runs) -> None:
     single = {rule: seeds[0] for rule, seeds in runs.items()}
     checks = demo.phenomena(single)
@@ -110,15 +131,23 @@ def demo_configs() -> dict:
     return {rule: load_config(f"demo/{rule}") for rule in demo.DEMO_RULES}
 
 
+PAPER_MNIST_LR = 0.01
+"""The paper's lr on MNIST (arXiv 2405.20594): the demo's FA and DFA, whose loss explodes at the
+other rules' 0.05."""
+
+
 def test_demo_configs_share_one_training_budget() -> None:
-    """Every rule: the same seeds (0, 1, 2), epochs, data, lr and lr schedule; the rules without
-    learned feedback keep the constant weight decay PFA returns to after its burst."""
+    """Every rule: the same seeds (0, 1, 2), epochs, data and lr schedule; FA and DFA train at the
+    paper's lr 0.01, every other rule at BP's lr; the rules without learned feedback keep the
+    constant weight decay PFA returns to after its burst."""
     configs = demo_configs()
+    assert configs["bp"].optim.lr > PAPER_MNIST_LR
     for rule, config in configs.items():
         assert config.seeds == list(SEEDS), rule
         for key in ("epochs", "data", "lr_schedule", "model", "record"):
             assert getattr(config, key) == getattr(configs["bp"], key), (rule, key)
-        assert config.optim.lr == configs["bp"].optim.lr, rule
+        lr = PAPER_MNIST_LR if rule in ("fa", "dfa") else configs["bp"].optim.lr
+        assert config.optim.lr == lr, rule
         assert config.optim.momentum == configs["bp"].optim.momentum, rule
         after = weight_decay(config.optim.weight_decay, config.wd_schedule, 10**6, 62)
         assert after == pytest.approx(configs["bp"].optim.weight_decay), rule

@@ -130,7 +130,7 @@ def test_name_template_fills_fields_of_the_run(tmp_path: Path) -> None:
         },
     )
     names = [run.config.name for run in expand(load_spec(spec))]
-    assert names == ["sweep_fa_1_0.05", "sweep_fa_0.3_0.05"]  # demo/fa: lr 0.05
+    assert names == ["sweep_fa_1_0.01", "sweep_fa_0.3_0.01"]  # demo/fa: lr 0.01
 
 
 def test_config_labels_drop_the_shared_prefix() -> None:
