@@ -18,7 +18,6 @@ import seaborn as sns
 import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from alignment.analyses._common import label_step_coords, select_variables
 from alignment.analyses.gradients import grad_alignment_by_depth
@@ -31,6 +30,7 @@ from alignment.figures._cli import run_figure
 from alignment.figures.per_sample import layer_ticks
 from alignment.figures.runinfo import layer_coords, seed_count
 from alignment.figures.training import dense_runs, x_axis
+from alignment.figures.trajectory_panels import layer_lines
 
 NAME = "fig_grad_alignment"
 DATA = "grad_alignment"
@@ -157,36 +157,13 @@ def panel_trajectory(ds: xr.Dataset, ax: Axes, *, rule: str) -> Axes:
     """(b) Gradient alignment vs epoch for one rule, one line per layer coloured by depth, mean
     ± sd over seeds (seaborn ``lineplot`` on the long table)."""
     data = _prepared(ds)
-    x = str(data.attrs.get("x", "epoch"))
-    da = data["grad_alignment"].sel(rule=rule, layer=shown_layers(data))
-    frame = da.rename("value").to_dataframe().reset_index()
-    frame = frame[np.isfinite(frame["value"])]
-    palette = {
-        str(la): style.depth_color(float(data["depth"].sel(layer=la)))
-        for la in data["layer"].values
-    }
-    frame["layer"] = frame["layer"].astype(str)
-    sns.lineplot(
-        frame,
-        x=x,
-        y="value",
-        hue="layer",
-        palette=palette,
-        errorbar="sd",
-        estimator="mean",
-        ax=ax,
-        linewidth=0.8,
-        legend=False,
-        err_kws={"alpha": 0.25, "linewidth": 0},
-    )
-    ax.set_title(rule_label(rule), color=style.rule_color(rule))
-    top = float(np.nanmax(frame["value"])) if len(frame) else 90.0
+    layers = shown_layers(data)
+    layer_lines(data, ax, "grad_alignment", rule=rule, layers=layers)
+    values = data["grad_alignment"].sel(rule=rule, layer=layers).values
+    top = float(np.nanmax(values)) if np.isfinite(values).any() else 90.0
     high = max(95.0, top + 5.0)
     ax.set_ylim(-5.0, high)
     ax.set_yticks([tick for tick in (0, 45, 90, 135, 180) if tick <= high])
-    ax.set_xlim(float(data[x].min()), float(data[x].max()))
-    ax.xaxis.set_major_locator(MaxNLocator(nbins=3, integer=True))
-    style.label_axes(ax, x=data[x], y=da)
     return ax
 
 
