@@ -22,7 +22,7 @@ from alignment.recording import open_run, per_sample, schedules, validate
 from alignment.recording.context import Network, eval_mode
 from alignment.recording.quantities import OPT_IN
 from alignment.recording.schema import DYNAMICS
-from tests.test_recording_recorder import batches, build, record_everything, train
+from tests.test_recording_recorder import batches, build, conv_net, record_everything, train
 from tests.test_training import tiny
 
 RULES = list(alignment.RULES)
@@ -44,22 +44,7 @@ def mlp(seed: int = 0) -> nn.Module:
     ).double()
 
 
-def conv(seed: int = 0) -> nn.Module:
-    """Conv + BatchNorm + ReLU + dropout, conv, linear (as tests/test_recording_recorder.py)."""
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(2, 4, 3, padding=1),
-        nn.BatchNorm2d(4),
-        nn.ReLU(),
-        nn.Dropout(0.25),
-        nn.Conv2d(4, 4, 3, stride=2),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(16, 3),
-    ).double()
-
-
-NETS = {"mlp": (mlp, (6, 3, 4)), "conv": (conv, (6, 2, 6, 6))}
+NETS = {"mlp": (mlp, (6, 3, 4)), "conv": (conv_net, (6, 2, 6, 6))}
 
 
 def data(net: str, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
